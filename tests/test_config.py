@@ -1,0 +1,82 @@
+"""Config: merge order, overrides, and one clear error line for bad keys and values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlpeft.config import ROUTING_KINDS, Params, RoutingKind, flatten, load_params
+from vlpeft.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_merge_order(tmp_path):
+    base = write(tmp_path / "params.yaml", "vqa:\n  epochs: 3\n  peft:\n    rank: 4\n")
+    extra = write(tmp_path / "big.yaml", "vqa:\n  peft:\n    rank: 16\n")
+    params = load_params([base, extra], ["vqa.peft.routing=mul", "caption.lr=0.01"])
+    assert params.vqa.epochs == 3  # kept from the first file
+    assert params.vqa.peft.rank == 16  # later file wins
+    assert params.vqa.peft.routing == "mul"  # override wins over both
+    assert params.caption.lr == 0.01
+    assert params.caption.peft.routing == "vl"  # section default untouched
+
+
+def test_routing_kinds_match_literal():
+    assert set(ROUTING_KINDS) == set(RoutingKind.__args__)
+
+
+def test_unknown_key_names_key_and_allowed(tmp_path):
+    bad = write(tmp_path / "p.yaml", "vqa:\n  peft:\n    rnak: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_params([bad])
+    msg = str(err.value)
+    assert "p.yaml" in msg and "vqa.peft.rnak" in msg and "unknown key" in msg and "rank" in msg
+
+
+def test_bad_value_names_allowed_values(tmp_path):
+    bad = write(tmp_path / "p.yaml", "vqa:\n  peft:\n    routing: vllora\n")
+    with pytest.raises(ConfigError) as err:
+        load_params([bad])
+    msg = str(err.value)
+    assert "vqa.peft.routing" in msg and "vllora" in msg and "'mul_expand'" in msg
+
+
+def test_cross_field_check(tmp_path):
+    bad = write(tmp_path / "p.yaml", "pretrain:\n  width: 30\n  heads: 4\n")
+    with pytest.raises(ConfigError, match="divisible"):
+        load_params([bad])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params([tmp_path / "nope.yaml"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params([write(tmp_path / "x.yaml", "a: [1,\n")])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_params([], ["vqa.lr"])
+
+
+def test_flatten_roundtrip_keys():
+    flat = flatten(Params().model_dump(mode="json"))
+    assert flat["vqa.peft.routing"] == "none"
+    assert flat["sweep.routing"] == "none,mul,vl"
+
+
+def test_cli_bad_params_is_one_line_exit_2(tmp_path):
+    bad = write(tmp_path / "p.yaml", "sweep:\n  workers: 0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlpeft", "config", "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "sweep.workers" in proc.stderr

@@ -1,0 +1,5 @@
+import sys
+
+from vlpeft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""``vlpeft <command>``: parse, load the config, call one library function, write outputs.
+
+This package is the only code that joins parameter values (``params.yaml``) with paths (``dvc.yaml`` or the
+Kubeflow pipeline). One module per command group keeps each small.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.errors import UserError
+
+app = typer.Typer(
+    name="vlpeft",
+    help="Vision-language PEFT with routing functions: data, training, evaluation, sweeps, registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Vision-language PEFT with routing functions."""
+
+
+@app.command()
+def version() -> None:
+    """Print the vlpeft version."""
+    from vlpeft import __version__
+
+    typer.echo(__version__)
+
+
+@app.command("config")
+def show_config(params: ParamsOption = None, sets: SetOption = None) -> None:
+    """Print the resolved configuration (all params files merged, overrides applied, validated)."""
+    import yaml
+
+    from vlpeft.config import params_to_dict
+
+    typer.echo(yaml.safe_dump(params_to_dict(load(params, sets)), sort_keys=False).rstrip())
+
+
+def _register() -> None:
+    # Imported here so that `vlpeft --help` stays fast and each group registers itself on `app`.
+    from vlpeft.cli import data, evaluate, pretrain, registry, sweep, train  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user mistakes become one line on stderr and exit code 2."""
+    _register()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except typer.exceptions.TyperException as exc:  # usage errors: typer prints them like click does
+        exc.show()
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

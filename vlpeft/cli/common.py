@@ -1,0 +1,23 @@
+"""Options and helpers shared by every command group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.config import Params, load_params
+
+ParamsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--params", "-p", help="params file(s); later files merge over earlier ones"),
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-S", help="override one value, e.g. vqa.peft.routing=mul")
+]
+
+
+def load(params: list[Path] | None, sets: list[str] | None) -> Params:
+    """Load and validate the parameter files named on the command line (default ``params.yaml``)."""
+    return load_params(params or [Path("params.yaml")], sets or [])

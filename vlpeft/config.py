@@ -1,0 +1,347 @@
+"""Typed configuration for every section of ``params.yaml``.
+
+The whole parameter set is validated once, at the edge (``load_params``), and the rest of the library only
+ever sees these models. Unknown keys and bad values are refused with one line naming the file, the key and
+the allowed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vlpeft.errors import ConfigError
+
+RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
+ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
+TowerMode = Literal["frozen", "lora", "adapter", "full"]
+Task = Literal["vqa", "caption"]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class WorldConfig(Section):
+    """The embedded synthetic shapes world (``vlpeft data synth``)."""
+
+    image_size: int = Field(64, ge=16, le=512)
+    n_train: int = Field(4000, ge=1)
+    n_val: int = Field(500, ge=1)
+    n_test: int = Field(500, ge=1)
+    max_objects: int = Field(4, ge=1, le=4)
+    questions_per_image: int = Field(4, ge=1)
+    captions_per_image: int = Field(5, ge=1)
+    corpus_scenes: int = Field(6000, ge=0, description="unrendered scenes whose text forms the LM corpus")
+    noise_std: float = Field(8.0, ge=0)
+    annotator_accuracy: float = Field(0.9, ge=0, le=1)
+
+
+class DataConfig(Section):
+    """Which dataset the pipeline reads and how it is turned into model inputs."""
+
+    source: Literal["synthetic", "coco"] = "synthetic"
+    root: str = "data"
+    vocab_min_count: int = Field(1, ge=1, description="answers seen fewer times in train are dropped")
+    vocab_top_k: int = Field(3129, ge=1, description="at most this many answers (3129 for real VQAv2)")
+    max_question_tokens: int = Field(20, ge=4)
+    max_caption_tokens: int = Field(26, ge=4)
+
+
+# ----------------------------------------------------------------------------------------- pretrain
+
+
+class VitPretrainConfig(Section):
+    image_size: int = Field(64, ge=16)
+    patch_size: int = Field(16, ge=2)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+
+
+class TextPretrainConfig(Section):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_positions: int = Field(40, ge=8)
+
+
+class PretrainConfig(Section):
+    """Unimodal pretraining of the tiny backbones of the embedded world (``vlpeft pretrain``)."""
+
+    width: int = Field(128, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn: int = Field(256, ge=8)
+    vit: VitPretrainConfig = VitPretrainConfig()
+    text: TextPretrainConfig = TextPretrainConfig()
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> PretrainConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------- features
+
+
+class FeaturesConfig(Section):
+    """The frozen-vision-encoder feature store (``vlpeft features``)."""
+
+    kind: Literal["pooled", "tokens", "both"] = "pooled"
+    dtype: Literal["float32", "float16"] = "float32"
+    batch_size: int = Field(256, ge=1)
+    shard_size: int = Field(4096, ge=1, description="images per safetensors shard")
+    pooling: Literal["cls", "pooler", "mean"] = Field(
+        "cls", description="cls = final-LayerNorm CLS token; pooler = the checkpoint's trained pooler"
+    )
+
+
+# ---------------------------------------------------------------------------------------- model/peft
+
+
+class AdapterConfig(Section):
+    """Bottleneck adapter (Houlsby/Pfeiffer style, as in VL-Adapter and the routing paper)."""
+
+    activation: str = "gelu"
+    skip: bool = Field(True, description="internal skip: out = h + up(act(route(down(h))))")
+    positions: list[Literal["attention", "ffn"]] = ["attention", "ffn"]
+    init_std: float = Field(0.02, gt=0)
+
+
+class PeftConfig(Section):
+    """Which PEFT method the language tower gets, and the routing function inside its bottleneck."""
+
+    method: Literal["lora", "adapter", "full", "frozen"] = "lora"
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(8.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    routing: RoutingKind = "none"
+    target_modules: list[str] | None = Field(
+        None, description="module names to adapt; None = the family default (query and value)"
+    )
+    train_layernorm: bool = True
+    adapter: AdapterConfig = AdapterConfig()
+
+
+class ModelConfig(Section):
+    """Backbones and how vision meets language."""
+
+    vision: str = Field("models/vit", description="hub id or local path of the vision encoder")
+    vqa_backbone: str = Field("models/roberta", description="encoder (RoBERTa/BERT family)")
+    caption_backbone: str = Field("models/gpt2", description="decoder (GPT-2 family)")
+    generative_backbone: str | None = Field(None, description="encoder-decoder (BART/T5 family)")
+    visual_features: Literal["pooled", "tokens"] = "pooled"
+    visual_prefix: bool = True
+    projection: Literal["none", "linear"] = "none"
+    vision_tower: TowerMode = "frozen"
+    classifier_hidden_mult: int = Field(2, ge=1, description="VQA head: Linear(d, k*d) LN GELU Linear")
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+class TrainConfig(Section):
+    """Optimisation settings for one task."""
+
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    schedule: Literal["linear", "cosine"] = "linear"
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    grad_accum: int = Field(1, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
+    num_workers: int = Field(0, ge=0)
+    max_train_samples: int | None = Field(None, ge=1)
+    seed: int = 0
+    peft: PeftConfig = PeftConfig()
+
+
+class CaptionTrainConfig(TrainConfig):
+    """Captioning defaults: shorter training, ``vl`` routing (the paper's default function)."""
+
+    epochs: int = Field(3, ge=1)
+    peft: PeftConfig = PeftConfig(routing="vl")
+
+
+class EvaluateConfig(Section):
+    num_beams: int = Field(1, ge=1)
+    max_new_tokens: int = Field(26, ge=1)
+    batch_size: int = Field(256, ge=1)
+    spice: Literal["auto", "off"] = "auto"
+
+
+# -------------------------------------------------------------------------------------------- sweep
+
+
+class SweepConfig(Section):
+    """Optuna search over rank and routing type (``vlpeft sweep``)."""
+
+    tasks: list[Task] = ["vqa", "caption"]
+    n_trials: int = Field(6, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds")
+    workers: int = Field(1, ge=1)
+    storage: str = Field("sqlite:///artifacts/sweep/optuna.db", description="RDB URL or journal file path")
+    sampler: Literal["tpe", "grid", "random"] = "tpe"
+    routing: list[RoutingKind] = ["none", "mul", "vl"]
+    rank: list[int] = [4, 8]
+    method: list[Literal["lora", "adapter"]] = ["lora"]
+    lr: list[float] | None = Field(None, description="[low, high] log-uniform range; None = train.lr")
+    epochs: int = Field(2, ge=1, description="epochs per trial")
+    max_train_samples: int | None = Field(None, ge=1)
+    pruner_startup_trials: int = Field(2, ge=0)
+    pruner_warmup_steps: int = Field(0, ge=0)
+    heartbeat_interval: int = Field(30, ge=1)
+    max_retry: int = Field(2, ge=0)
+
+
+# ------------------------------------------------------------------------------------ tracking/registry
+
+
+class TrackingConfig(Section):
+    experiment: str = "vlpeft"
+    enabled: bool = True
+    log_models: bool = True
+
+
+class RegistryConfig(Section):
+    vqa_name: str = "vlpeft-vqa"
+    caption_name: str = "vlpeft-caption"
+    review_samples: int = Field(8, ge=0)
+
+
+# --------------------------------------------------------------------------------------------- root
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    seed: int = 0
+    world: WorldConfig = WorldConfig()
+    data: DataConfig = DataConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    vqa: TrainConfig = TrainConfig()
+    caption: CaptionTrainConfig = CaptionTrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    sweep: SweepConfig = SweepConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    def task(self, task: Task) -> TrainConfig:
+        """The training section of one task."""
+        return self.vqa if task == "vqa" else self.caption
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` over ``base`` (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}`` with YAML typing of the value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. vqa.peft.routing=mul")
+    key, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    """One line for one pydantic error: the dotted key, what is wrong and what is allowed."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section: Any = model
+        for part in error["loc"][:-1]:
+            field = section.model_fields.get(str(part)) if hasattr(section, "model_fields") else None
+            section = field.annotation if field else None
+        allowed = sorted(section.model_fields) if hasattr(section, "model_fields") else []
+        return f"{loc}: unknown key (allowed: {', '.join(allowed)})"
+    return f"{loc}: {error['msg']} (got {error.get('input')!r})"
+
+
+def params_from_dict(data: dict[str, Any], source: str = "params") -> Params:
+    """Validate a raw dict into ``Params``; errors name ``source`` and the key."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_describe(first, Params)}{more}") from None
+
+
+def load_params(
+    paths: Sequence[str | Path] = ("params.yaml",), overrides: Iterable[str] = ()
+) -> Params:
+    """Read ``paths`` in order (later files merge over earlier ones), apply ``KEY=VALUE`` overrides, validate.
+
+    A missing first file means "all defaults" only when it is the default ``params.yaml``.
+    """
+    merged: dict[str, Any] = {}
+    names = []
+    for i, p in enumerate(paths):
+        path = Path(p)
+        if i == 0 and not path.exists() and str(p) == "params.yaml":
+            continue
+        merged = deep_merge(merged, _read_yaml(path))
+        names.append(str(path))
+    for text in overrides:
+        merged = deep_merge(merged, _parse_override(text))
+        names.append(f"override {text}")
+    return params_from_dict(merged, " + ".join(names) or "defaults")
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    """The resolved config as plain data (what every artifact carries)."""
+    return params.model_dump(mode="json")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are joined), e.g. for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
