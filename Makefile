@@ -1,6 +1,9 @@
 # The README's two commands: `make run` and `make test`. Both set up first.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
+# pip warns about every package missing from this machine's local extra index: harmless, filtered.
+QUIET := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -31,9 +34,9 @@ system:
 # torch first, with an exact pin (the CPU wheel on local disk); then the full lock; then the package.
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements/lock.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 $(QUIET)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/lock.txt $(QUIET)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . $(QUIET)
 	touch $(STAMP)
 
 run: setup
