@@ -1,0 +1,53 @@
+"""Tiny random Hugging Face models for the tuner tests (built from configs, no network)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaModel
+
+WIDTH = 16
+VOCAB = 50
+
+
+def tiny_roberta(seed: int = 0, dtype: torch.dtype = torch.float32) -> RobertaModel:
+    """A 2-layer, 16-wide RoBERTa encoder in eval mode (no dropout)."""
+    torch.manual_seed(seed)
+    cfg = RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return RobertaModel(cfg, add_pooling_layer=False).to(dtype).eval()
+
+
+def tiny_gpt2(seed: int = 0, dtype: torch.dtype = torch.float32) -> GPT2LMHeadModel:
+    """A 2-layer, 16-wide GPT-2 LM in eval mode (no dropout)."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=WIDTH,
+        n_layer=2,
+        n_head=2,
+        n_positions=40,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(cfg).to(dtype).eval()
+
+
+def randomize_lora_b(model: torch.nn.Module, seed: int = 1) -> None:
+    """LoRA B starts at zero (update = 0); give it values so routed updates are visible."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype) * 0.5)

@@ -1,0 +1,137 @@
+"""Bottleneck adapter with an optional routing function (Houlsby/Pfeiffer style, as in VL-Adapter).
+
+``h → down → [route(kind, ·, down(X_v))] → act → up (+ h if skip)``, placed on the output of a sublayer's
+output projection, i.e. after attention and after the feed-forward block, before dropout, residual and
+LayerNorm (paper-notes §A.5, §F.3). The visual features go through the same ``down`` (bias included, as in
+the released code). No adapter library supports transformers 5, so this is our own module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+import torch.nn as nn
+from transformers.activations import ACT2FN
+from transformers.pytorch_utils import Conv1D
+
+from vlpeft.errors import ConfigError
+from vlpeft.routing import check_kind, route
+from vlpeft.tuners.context import current_visual, expand_to_batch
+
+
+class BottleneckAdapter(nn.Module):
+    """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``. Weights N(0, init_std), biases 0."""
+
+    def __init__(
+        self,
+        width: int,
+        rank: int,
+        routing: str = "none",
+        activation: str = "gelu",
+        skip: bool = True,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if activation not in ACT2FN:
+            raise ConfigError(
+                f"peft.adapter.activation {activation!r} is unknown (valid: {', '.join(ACT2FN)})"
+            )
+        self.routing = check_kind(routing)
+        self.skip = skip
+        self.down = nn.Linear(width, rank)
+        self.up = nn.Linear(rank, width)
+        self.act = ACT2FN[activation]
+        self.activation = activation
+        for lin in (self.down, self.up):
+            nn.init.normal_(lin.weight, std=init_std)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Adapter output for hidden states ``h`` (B, ..., d)."""
+        x = self.down(h.to(self.down.weight.dtype))
+        if self.routing != "none":
+            x_v = current_visual()
+            if x_v is None:
+                raise RuntimeError(
+                    f"routed adapter ({self.routing}) called without visual features: wrap the forward in "
+                    "vlpeft.tuners.visual_context(x_v)"
+                )
+            if x_v.shape[-1] != self.down.in_features:
+                raise ValueError(
+                    f"visual features have width {x_v.shape[-1]} but the adapter expects "
+                    f"{self.down.in_features}; use a projection or width-matched backbones"
+                )
+            v = self.down(expand_to_batch(x_v, h.shape[0]).to(self.down.weight.dtype))
+            lead = x.shape[:-1]
+            x = route(self.routing, x.reshape(x.shape[0], -1, x.shape[-1]), v).reshape(*lead, x.shape[-1])
+        out = self.up(self.act(x)).to(h.dtype)
+        return h + out if self.skip else out
+
+
+class AdaptedOutput(nn.Module):
+    """Wraps a sublayer output projection: ``forward(x) = adapter(base(x))``. ``base`` keeps its weights."""
+
+    def __init__(self, base: nn.Module, adapter: BottleneckAdapter) -> None:
+        super().__init__()
+        self.base = base
+        self.adapter = adapter
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.adapter(self.base(*args, **kwargs))
+
+    # Some model code reads the wrapped projection's weight (e.g. T5 checks ``wo.weight.dtype``).
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.base, "bias", None)
+
+
+def _out_width(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, Conv1D):
+        return module.nf
+    raise ConfigError(f"adapter target {type(module).__name__} is not a Linear/Conv1D output projection")
+
+
+def inject_adapters(
+    model: nn.Module,
+    patterns: list[str],
+    rank: int,
+    routing: str = "none",
+    activation: str = "gelu",
+    skip: bool = True,
+    init_std: float = 0.02,
+) -> list[str]:
+    """Wrap every module whose full name matches one of ``patterns`` with an adapter; return the names.
+
+    Raises ``ConfigError`` when nothing matches (a wrong family or target list would otherwise train nothing).
+    """
+    regexes = [re.compile(p) for p in patterns]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if n and not isinstance(m, AdaptedOutput) and any(r.search(n) for r in regexes)
+    ]
+    names = [n for n in names if not n.endswith(".base")]
+    if not names:
+        raise ConfigError(f"adapter targets {patterns} match no module of {type(model).__name__}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        ref = base.weight
+        adapter = BottleneckAdapter(_out_width(base), rank, routing, activation, skip, init_std)
+        adapter.to(device=ref.device, dtype=ref.dtype)
+        setattr(parent, child, AdaptedOutput(base, adapter))
+    return names
+
+
+def adapter_modules(model: nn.Module) -> list[tuple[str, BottleneckAdapter]]:
+    """All bottleneck adapters of ``model`` with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BottleneckAdapter)]

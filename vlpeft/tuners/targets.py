@@ -1,0 +1,70 @@
+"""Where PEFT modules go, per transformers ``model_type`` (the paper adapts query and value with LoRA).
+
+LoRA targets are peft ``target_modules`` names (matched against the end of each module name). Adapter
+positions are regular expressions matched (``re.search``) against full module names: each selects the output
+projection of a sublayer, so the adapter acts on the sublayer output before dropout, residual and LayerNorm
+(paper-notes §A.5, §F.3).
+"""
+
+from __future__ import annotations
+
+import re
+
+from vlpeft.errors import ConfigError
+
+_BERT_LIKE_LORA = ["query", "value"]
+_BERT_LIKE_ADAPTER = {
+    "attention": r"attention\.output\.dense$",
+    # the FFN output dense is `<layer>.output.dense`; the attention one is excluded by the preceding name.
+    "ffn": r"(?<!attention)\.output\.dense$",
+}
+
+LORA_TARGETS: dict[str, list[str]] = {
+    "bert": _BERT_LIKE_LORA,
+    "roberta": _BERT_LIKE_LORA,
+    "xlm-roberta": _BERT_LIKE_LORA,
+    "vit": _BERT_LIKE_LORA,
+    "gpt2": ["c_attn"],  # fused QKV Conv1D: peft adapts the whole projection (see tuners/__init__ docstring)
+    "bart": ["q_proj", "v_proj"],
+    "mbart": ["q_proj", "v_proj"],
+    "t5": ["q", "v"],
+}
+
+ADAPTER_POSITIONS: dict[str, dict[str, str]] = {
+    "bert": _BERT_LIKE_ADAPTER,
+    "roberta": _BERT_LIKE_ADAPTER,
+    "xlm-roberta": _BERT_LIKE_ADAPTER,
+    "vit": _BERT_LIKE_ADAPTER,
+    "gpt2": {"attention": r"\.attn\.c_proj$", "ffn": r"\.mlp\.c_proj$"},
+    "bart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
+    "mbart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
+    "t5": {"attention": r"\.(SelfAttention|EncDecAttention)\.o$", "ffn": r"\.DenseReluDense\.wo$"},
+}
+
+
+def lora_targets(family: str, override: list[str] | None = None) -> list[str]:
+    """The LoRA ``target_modules`` for ``family`` (``override`` wins when given)."""
+    if override:
+        return list(override)
+    if family not in LORA_TARGETS:
+        raise ConfigError(
+            f"model family {family!r} has no default LoRA targets (known: {', '.join(sorted(LORA_TARGETS))}); "
+            "set peft.target_modules"
+        )
+    return list(LORA_TARGETS[family])
+
+
+def adapter_patterns(family: str, positions: list[str], override: list[str] | None = None) -> list[str]:
+    """Regular expressions selecting the modules whose output gets an adapter.
+
+    ``override`` (``peft.target_modules``) are module-name suffixes, used instead of the family default.
+    """
+    if override:
+        return [r"(^|\.)" + re.escape(p) + "$" for p in override]
+    if family not in ADAPTER_POSITIONS:
+        raise ConfigError(
+            f"model family {family!r} has no default adapter positions "
+            f"(known: {', '.join(sorted(ADAPTER_POSITIONS))}); set peft.target_modules"
+        )
+    table = ADAPTER_POSITIONS[family]
+    return [table[p] for p in positions]
