@@ -54,7 +54,7 @@ def _check_shapes(x_t: torch.Tensor, x_v: torch.Tensor) -> None:
 
 
 def route(kind: str, x_t: torch.Tensor, x_v: torch.Tensor) -> torch.Tensor:
-    """Apply routing function ``kind`` to text ``x_t`` (B, n, r) and visual ``x_v`` (B, m, r); returns z (B, n, r).
+    """Route text ``x_t`` (B, n, r) with visual ``x_v`` (B, m, r) by function ``kind``; returns z (B, n, r).
 
     See the module docstring for the formulas. ``x_v`` is cast to ``x_t``'s dtype. ``none`` returns ``x_t``
     itself (no copy), so a ``none`` bottleneck is bit-identical to plain LoRA.

@@ -2,31 +2,32 @@
 
 Design
 ------
-- **Routed LoRA is a peft LoRA layer.** ``RoutedLoraLinear`` subclasses peft's ``lora.Linear`` and is installed
-  with ``LoraConfig._register_custom_module`` for ``nn.Linear`` and GPT-2's ``Conv1D`` (``fan_in_fan_out``), so
-  parameter names, ``adapter_config.json``/``adapter_model.safetensors``, ``disable_adapter`` and the trainable
-  set are peft's own. Routing ``none`` does not register anything: it *is* peft's ``lora.Linear`` and its
-  outputs are bit-identical to ``get_peft_model`` with the same config and seed. peft does not serialise the
-  custom-module registry, so ``load_peft`` re-registers it from our ``vlpeft_peft.json`` and checks that every
-  layer came back routed (loading with bare peft would silently give plain LoRA: always load with
-  ``load_peft``).
-- **Visual features reach the layers through a ContextVar** (``visual_context(x_v)``): Hugging Face models do
-  not pass extra tensors down to their linear layers. A routed layer called without a context raises (silently
-  degrading to plain LoRA would hide bugs). Beam search repeats each sample ``k`` times; the layers follow with
-  ``repeat_interleave``. Gradient checkpointing recomputes layers in backward, possibly outside the context or on
-  another thread: enable it with ``gradient_checkpointing_kwargs=checkpoint_kwargs()``, which restores the
-  forward-time context for the recomputation.
-- **Merging a routed layer is refused** (``RoutedMergeError``): its update ``s·B(route(A X_t, A X_v))`` depends on
-  each image, so no fixed weight equals it. Routing ``none`` merges as usual.
-- **Transpose vs the released code.** ``vl``/``vl_relu`` use a true transpose, ``x_t (x_v^T x_v)``, with the r×r
-  Gram matrix computed first. The released code uses ``reshape`` there: identical for one pooled visual vector
-  (all released results), a scrambled matrix for token features (m > 1). See ``vlpeft.routing``.
+- **Routed LoRA is a peft LoRA layer.** ``RoutedLoraLinear`` subclasses peft's ``lora.Linear`` and is
+  installed with ``LoraConfig._register_custom_module`` for ``nn.Linear`` and GPT-2's ``Conv1D``
+  (``fan_in_fan_out``), so parameter names, ``adapter_config.json``/``adapter_model.safetensors``,
+  ``disable_adapter`` and the trainable set are peft's own. Routing ``none`` does not register anything: it
+  *is* peft's ``lora.Linear`` and its outputs are bit-identical to ``get_peft_model`` with the same config
+  and seed. peft does not serialise the custom-module registry, so ``load_peft`` re-registers it from our
+  ``vlpeft_peft.json`` and checks that every layer came back routed (loading with bare peft would silently
+  give plain LoRA: always load with ``load_peft``).
+- **Visual features reach the layers through a ContextVar** (``visual_context(x_v)``): Hugging Face models
+  do not pass extra tensors down to their linear layers. A routed layer called without a context raises
+  (silently degrading to plain LoRA would hide bugs). Beam search repeats each sample ``k`` times; the
+  layers follow with ``repeat_interleave``. Gradient checkpointing recomputes layers in backward, possibly
+  outside the context or on another thread: enable it with
+  ``gradient_checkpointing_kwargs=checkpoint_kwargs()``, which restores the forward-time context for the
+  recomputation.
+- **Merging a routed layer is refused** (``RoutedMergeError``): its update ``s·B(route(A X_t, A X_v))``
+  depends on each image, so no fixed weight equals it. Routing ``none`` merges as usual.
+- **Transpose vs the released code.** ``vl``/``vl_relu`` use a true transpose, ``x_t (x_v^T x_v)``, with the
+  r×r Gram matrix computed first. The released code uses ``reshape`` there: identical for one pooled visual
+  vector (all released results), a scrambled matrix for token features (m > 1). See ``vlpeft.routing``.
 - **Adapters are our own** (no adapter library supports transformers 5): ``down → [route] → act → up (+h)``
-  wrapping each sublayer's output projection (after attention and after the feed-forward block, before dropout,
-  residual and LayerNorm). Unlike the released GPT-2 code (one adapter shared by both positions of a block)
-  every position gets its own adapter, as in VL-Adapter.
-- GPT-2's ``c_attn`` is one fused QKV projection: LoRA adapts all of it (peft's behaviour), whereas the released
-  code adapts only the query and value thirds (with a joint 2r bottleneck).
+  wrapping each sublayer's output projection (after attention and after the feed-forward block, before
+  dropout, residual and LayerNorm). Unlike the released GPT-2 code (one adapter shared by both positions of
+  a block) every position gets its own adapter, as in VL-Adapter.
+- GPT-2's ``c_attn`` is one fused QKV projection: LoRA adapts all of it (peft's behaviour), whereas the
+  released code adapts only the query and value thirds (with a joint 2r bottleneck).
 """
 
 from vlpeft.tuners.adapter import AdaptedOutput, BottleneckAdapter

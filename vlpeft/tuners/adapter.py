@@ -22,7 +22,10 @@ from vlpeft.tuners.context import current_visual, expand_to_batch
 
 
 class BottleneckAdapter(nn.Module):
-    """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``. Weights N(0, init_std), biases 0."""
+    """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``.
+
+    Weights N(0, init_std) and zero biases, as the paper's models initialise new linears.
+    """
 
     def __init__(
         self,

@@ -2,16 +2,17 @@
 
 Directory written by ``save_peft`` (all writes atomic; weights are safetensors only)::
 
-    vlpeft_peft.json                 {"format": "vlpeft-peft", "version": 1, "method", "family", "peft": {...},
-                                      "adapted": [module names], "trainable": [parameter names]}
+    vlpeft_peft.json                 {"format": "vlpeft-peft", "version": 1, "method", "family",
+                                      "peft": {...}, "adapted": [module names],
+                                      "trainable": [parameter names]}
     adapter_config.json              method lora: peft's own files (PeftModel.save_pretrained)
     adapter_model.safetensors        method lora: LoRA weights (peft key names)
     extra_trainable.safetensors      method lora: other trainable parameters (LayerNorms ...), our names
     vlpeft_adapter.safetensors       method adapter: every trainable parameter (adapters, LayerNorms)
     vlpeft_full.safetensors          method full: every parameter
 
-``vlpeft_peft.json`` carries the routing kind; ``load_peft`` refuses a directory without it, so a routed adapter
-never comes back as plain LoRA through this API.
+``vlpeft_peft.json`` carries the routing kind; ``load_peft`` refuses a directory without it, so a routed
+adapter never comes back as plain LoRA through this API.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def trainable_names(model: nn.Module) -> list[str]:
 
 
 def _is_norm(module: nn.Module) -> bool:
-    # nn.LayerNorm plus the model-specific norms (T5LayerNorm, RMSNorm variants) that are not subclasses of it.
+    # nn.LayerNorm plus model-specific norms (T5LayerNorm, RMSNorm variants) that do not subclass it.
     name = type(module).__name__
     return isinstance(module, nn.LayerNorm) or name.endswith(("LayerNorm", "RMSNorm"))
 
@@ -94,8 +95,8 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
       family default (query and value).
     - ``adapter``: ``model`` itself with bottleneck adapters on the sublayer outputs, everything else frozen.
     - ``full``: every parameter trainable. ``frozen``: none.
-    LayerNorms are trainable with ``peft_cfg.train_layernorm`` (lora and adapter). ``family`` is the transformers
-    ``model_type`` (default ``model.config.model_type``).
+    LayerNorms are trainable with ``peft_cfg.train_layernorm`` (lora and adapter). ``family`` is the
+    transformers ``model_type`` (default ``model.config.model_type``).
     """
     family = _family(model, family)
     method = peft_cfg.method
@@ -149,7 +150,7 @@ def _tensors(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
-    """Save what ``apply_peft`` added/trains to ``out_dir`` (replaced atomically); see the module docstring."""
+    """Save what ``apply_peft`` added or trains to ``out_dir`` (replaced atomically); see module docstring."""
     state = dict(peft_state(model))
     trainable = trainable_names(model)
     state["trainable"] = trainable

@@ -1,11 +1,12 @@
 """The current batch's visual features, visible to every routed layer without changing model signatures.
 
 Hugging Face models do not pass extra tensors down to their linear layers, so routed layers read the raw
-visual features ``X_v`` (B, m, d) from a ``contextvars.ContextVar`` that the VL model sets around its forward::
+visual features ``X_v`` (B, m, d) from a ``contextvars.ContextVar`` that the VL model sets around its
+forward (and backward)::
 
     with visual_context(x_v):
         loss = model(**batch).loss
-        loss.backward()          # keep backward inside when gradient checkpointing without checkpoint_kwargs()
+        loss.backward()  # inside: needed for gradient checkpointing without checkpoint_kwargs()
 
 Batch expansion (beam search repeats every sample ``k`` times with ``repeat_interleave``) is followed by
 ``expand_to_batch``. Gradient checkpointing recomputes layers during backward; ``checkpoint_kwargs()``
@@ -51,23 +52,23 @@ def current_visual() -> torch.Tensor | None:
 
 
 def expand_to_batch(x_v: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat ``x_v`` (B, ...) to ``batch`` rows when ``batch = k·B`` (beam search: each sample ``k`` times in a row).
+    """Repeat ``x_v`` (B, ...) to ``batch = k·B`` rows (beam search: each sample ``k`` times in a row).
 
-    Raises ``ValueError`` when ``batch`` is not a multiple of ``B``: the context then belongs to another batch.
+    Raises ``ValueError`` when ``batch`` is not a multiple of ``B``: the context belongs to another batch.
     """
     b = x_v.shape[0]
     if batch == b:
         return x_v
     if b == 0 or batch % b:
         raise ValueError(
-            f"visual context has batch {b} but the layer input has batch {batch}, which is not a multiple of it; "
+            f"visual context has batch {b} but the layer input has batch {batch}, not a multiple of it; "
             "set visual_context(...) with this batch's visual features"
         )
     return x_v.repeat_interleave(batch // b, dim=0)
 
 
 def checkpoint_context_fn() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """``context_fn`` for ``torch.utils.checkpoint``: the recomputation sees the visual context of the forward."""
+    """``context_fn`` for ``torch.utils.checkpoint``: the recomputation sees the forward's visual context."""
     captured = _VISUAL.get()
     return contextlib.nullcontext(), visual_context(captured)
 
@@ -75,7 +76,7 @@ def checkpoint_context_fn() -> tuple[contextlib.AbstractContextManager, contextl
 def checkpoint_kwargs() -> dict[str, Any]:
     """Keyword arguments for ``model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=...)``.
 
-    Non-reentrant checkpointing with ``checkpoint_context_fn``, so routed layers recompute with the same visual
-    features even when ``backward()`` runs outside ``visual_context``.
+    Non-reentrant checkpointing with ``checkpoint_context_fn``, so routed layers recompute with the same
+    visual features even when ``backward()`` runs outside ``visual_context``.
     """
     return {"use_reentrant": False, "context_fn": checkpoint_context_fn}

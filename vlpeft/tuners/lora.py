@@ -33,7 +33,7 @@ class RoutedMergeError(RuntimeError):
 class RoutedLoraLinear(LoraLinear):
     """peft LoRA ``Linear`` with a routing function between ``A`` and ``B`` (see module docstring).
 
-    ``routing`` is a class-level default overridable per instance; construct it through ``routed_lora_config``.
+    Installed by peft through the factory that ``routed_lora_config`` registers (``routing`` bound).
     """
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, *, routing: str, **kwargs: Any) -> None:
@@ -61,7 +61,7 @@ class RoutedLoraLinear(LoraLinear):
             )
         if x_v.shape[-1] != self.in_features:
             raise ValueError(
-                f"visual features have width {x_v.shape[-1]} but this routed layer expects {self.in_features}; "
+                f"visual features have width {x_v.shape[-1]}, this routed layer expects {self.in_features}; "
                 "use a projection (model.projection: linear) or width-matched backbones"
             )
         return expand_to_batch(x_v, x.shape[0])

@@ -48,7 +48,8 @@ def lora_targets(family: str, override: list[str] | None = None) -> list[str]:
         return list(override)
     if family not in LORA_TARGETS:
         raise ConfigError(
-            f"model family {family!r} has no default LoRA targets (known: {', '.join(sorted(LORA_TARGETS))}); "
+            f"model family {family!r} has no default LoRA targets "
+            f"(known: {', '.join(sorted(LORA_TARGETS))}); "
             "set peft.target_modules"
         )
     return list(LORA_TARGETS[family])
