@@ -20,7 +20,12 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """Records nothing; the default when tracking is off. Keeps what it was given for inspection."""
+    """Records nothing; the default when tracking is off. Keeps what it was given for inspection.
+
+    Usable as a context manager, like ``MlflowTracker``, so callers need not care which one they got.
+    """
+
+    run_id: str | None = None
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -39,3 +44,9 @@ class NullTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.tags.update(tags)
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None

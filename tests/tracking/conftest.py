@@ -1,0 +1,107 @@
+"""Fixtures for tracking tests: one real ``mlflow server`` per session, and tracking URIs to run against."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SERVER_START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            text = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n{text}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started (its own session): SIGTERM its group, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown is slow; these are throwaway stores
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # uvicorn worker / job runner children share the group: make sure none survive the parent
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (free port, 1 worker, temp sqlite store, proxied artifacts)."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = root / "server.log"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
+        )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", proc, SERVER_START_TIMEOUT, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def sqlite_store(tmp_path_factory) -> str:
+    """One temp sqlite store per session: creating the schema costs ~4 s, so tests share it."""
+    from vlpeft.tracking import check_tracking
+
+    return check_tracking(f"sqlite:///{tmp_path_factory.mktemp('mlflow_sqlite') / 'mlflow.db'}")
+
+
+@pytest.fixture
+def net() -> SimpleNamespace:
+    """Helpers for tests that start their own local processes."""
+    return SimpleNamespace(free_port=free_port, wait_http_ok=wait_http_ok, stop=stop)
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking_uri(request, tmp_path, monkeypatch) -> str:
+    """Both backends every tracking test must work with; also exported as ``MLFLOW_TRACKING_URI``."""
+    if request.param == "server":
+        uri = request.getfixturevalue("mlflow_server")
+    else:
+        uri = request.getfixturevalue("sqlite_store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri

@@ -1,0 +1,105 @@
+"""Which tracking store to use, and a fast check that it answers before any training starts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from vlpeft.errors import TrackingError
+
+ROOT_MARKERS = ("dvc.yaml", ".dvc", ".git", "params.yaml")
+_ENV_DEFAULTS = {
+    # Telemetry off: runs must not phone home (and CI has no network beyond package registries).
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
+
+
+def quiet_mlflow_env() -> None:
+    """Set MLflow's environment defaults for this project (unless the user set them)."""
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def project_root(start: str | Path = ".") -> Path:
+    """The nearest directory at or above ``start`` with a dvc.yaml, .dvc, .git or params.yaml (else start)."""
+    here = Path(start).resolve()
+    for candidate in (here, *here.parents):
+        if any((candidate / m).exists() for m in ROOT_MARKERS):
+            return candidate
+    return here
+
+
+def tracking_uri(start: str | Path = ".") -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else MLflow 3's default ``sqlite:///mlflow.db`` at the project root.
+
+    The default is made absolute so that a stage run from a sub-directory writes to the same store.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    return f"sqlite:///{project_root(start) / 'mlflow.db'}"
+
+
+def sqlite_artifact_root(uri: str) -> str | None:
+    """For ``sqlite:///path/to/x.db`` the artifact root beside the database (``path/to/mlruns``), else None.
+
+    MLflow would otherwise put artifacts in ``./mlruns`` relative to whatever directory the process runs in.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :])
+    return str((db.parent if db.is_absolute() else Path.cwd() / db.parent) / "mlruns")
+
+
+@contextlib.contextmanager
+def _short_http(timeout: float) -> Iterator[None]:
+    """Temporarily make MLflow's REST client fail fast: no retries, a short timeout."""
+    keys = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout))),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    }
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return text[:200] or type(exc).__name__
+
+
+def check_tracking(uri: str | None = None, timeout: float = 5.0) -> str:
+    """Fail fast with a one-line ``TrackingError`` naming ``uri`` if the tracking store does not answer.
+
+    Makes one real API call (list one experiment) with retries off and a short timeout, so a down or
+    misconfigured server (wrong port, not an MLflow server, bad scheme, unwritable sqlite path) is reported
+    before training starts rather than after. Returns the URI that was checked.
+    """
+    quiet_mlflow_env()
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if not db.parent.is_dir():
+            raise TrackingError(f"tracking URI {uri}: directory {db.parent} does not exist")
+    try:
+        from mlflow.tracking import MlflowClient
+
+        with _short_http(timeout):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # any failure here means "cannot track": report it in one line
+        raise TrackingError(f"tracking URI {uri} is unreachable or misconfigured: {_reason(exc)}") from None
+    return uri
