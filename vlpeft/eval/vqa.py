@@ -1,0 +1,249 @@
+"""Official VQA accuracy (GT-Vision-Lab/VQA ``vqaEval.py``, master), computed fast and identically.
+
+For a question with ground-truth answers a_1..a_n (normalized as the official code does) and a normalized
+prediction r, the official code scores each leave-one-out subset i as
+``min(1, #{j in others(i): a_j == r} / 3)`` and averages the n values; ``others(i)`` are the answer *dicts*
+not equal to dict i (so identical dicts leave together -- with distinct ``answer_id`` only dict i leaves).
+Overall, per-answer-type and per-question-type accuracies average these per-question values in annotation
+order and are ``round(100 * mean, 2)``.
+
+We precompute the normalized ground truth once (:class:`VqaGroundTruth`), then score any number of
+prediction sets; float sums are built with the same operands in the same order as the official code, so the
+numbers are bit-identical, not merely close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vlpeft.errors import DataError
+from vlpeft.eval.vqa_normalize import normalize_ground_truth, normalize_prediction
+
+
+class VqaRecordLike(Protocol):
+    """What :meth:`VqaGroundTruth.from_records` needs (``vlpeft.data.vqa.VqaRecord`` has it)."""
+
+    question_id: int
+    answers: list[str]
+    question_type: str
+    answer_type: str
+
+
+@dataclass(frozen=True)
+class _Question:
+    answers: tuple[str, ...]  # normalized ground truth, in file order
+    # multiplicity of each answer dict (how many dicts equal it); None when all dicts are distinct
+    multiplicity: tuple[int, ...] | None
+    question_type: str
+    answer_type: str
+
+
+@dataclass
+class VqaMetrics:
+    """Accuracies in percent, rounded like the official code, plus unrounded per-question accuracies."""
+
+    overall: float
+    per_answer_type: dict[str, float]
+    per_question_type: dict[str, float]
+    per_question: dict[int, float] = field(repr=False)  # accuracy in [0, 1], unrounded
+    precision: int = 2
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics file content: the official ``accuracy`` dict's keys."""
+        return {
+            "overall": self.overall,
+            "perAnswerType": self.per_answer_type,
+            "perQuestionType": self.per_question_type,
+        }
+
+    def per_question_json(self) -> dict[str, float]:
+        """Per-question accuracy in percent, rounded like the official ``evalQA`` (keys are question ids)."""
+        return {str(q): round(100 * acc, self.precision) for q, acc in self.per_question.items()}
+
+
+class VqaGroundTruth:
+    """Normalized ground truth of a VQA split, built once and reused for every evaluation."""
+
+    def __init__(self, questions: dict[int, _Question], source: str = "annotations") -> None:
+        self._questions = questions
+        self.source = source
+
+    @classmethod
+    def from_annotations(
+        cls, annotations: Sequence[Mapping[str, Any]], source: str = "annotations"
+    ) -> VqaGroundTruth:
+        """From official annotations (``question_id``, ``question_type``, ``answer_type``, ``answers``)."""
+        questions: dict[int, _Question] = {}
+        for i, ann in enumerate(annotations):
+            if not isinstance(ann, Mapping):
+                raise DataError(f"{source}: annotation {i} is not an object")
+            qid = _question_id(ann.get("question_id"), f"{source}: annotation {i}")
+            raw = ann.get("answers")
+            if not isinstance(raw, list) or not raw or not all(isinstance(a, Mapping) for a in raw):
+                raise DataError(f"{source}: question {qid}: 'answers' must be a non-empty list of objects")
+            texts = [a.get("answer") for a in raw]
+            if not all(isinstance(t, str) for t in texts):
+                raise DataError(f"{source}: question {qid}: every answer must have a string 'answer'")
+            answers = normalize_ground_truth(texts)
+            questions[_unique(qid, questions, source)] = _Question(
+                answers=answers,
+                multiplicity=_multiplicity(raw, answers),
+                question_type=_type(ann, "question_type", qid, source),
+                answer_type=_type(ann, "answer_type", qid, source),
+            )
+        return cls(questions, source)
+
+    @classmethod
+    def from_records(cls, records: Iterable[VqaRecordLike], source: str = "records") -> VqaGroundTruth:
+        """From loaded records whose ``answers`` are plain strings (treated as distinct answer dicts)."""
+        questions: dict[int, _Question] = {}
+        for rec in records:
+            if not rec.answers:
+                raise DataError(f"{source}: question {rec.question_id} has no answers")
+            questions[_unique(int(rec.question_id), questions, source)] = _Question(
+                answers=normalize_ground_truth(list(rec.answers)),
+                multiplicity=None,
+                question_type=rec.question_type,
+                answer_type=rec.answer_type,
+            )
+        return cls(questions, source)
+
+    @property
+    def question_ids(self) -> list[int]:
+        """Question ids in annotation order (the order the official code sums in)."""
+        return list(self._questions)
+
+    def __len__(self) -> int:
+        return len(self._questions)
+
+    def __contains__(self, question_id: object) -> bool:
+        return question_id in self._questions
+
+    def score(self, predictions: Mapping[int, str], precision: int = 2) -> VqaMetrics:
+        """Official accuracies of ``predictions`` (question id -> raw predicted answer).
+
+        Every question needs exactly one prediction and no other ids are allowed, as in the official
+        ``loadRes``; :func:`check_vqa_predictions` turns a results list into this mapping with clear errors.
+        """
+        missing = len(self._questions) - sum(1 for q in predictions if q in self._questions)
+        if missing or len(predictions) != len(self._questions):
+            raise DataError(
+                f"predictions do not match {self.source}: {missing} question(s) without a prediction, "
+                f"{len(predictions) - len(self._questions) + missing} unknown question id(s)"
+            )
+        per_question: dict[int, float] = {}
+        by_qtype: dict[str, list[float]] = {}
+        by_atype: dict[str, list[float]] = {}
+        for qid, q in self._questions.items():
+            acc = _question_accuracy(q, normalize_prediction(predictions[qid]))
+            per_question[qid] = acc
+            by_qtype.setdefault(q.question_type, []).append(acc)
+            by_atype.setdefault(q.answer_type, []).append(acc)
+        return VqaMetrics(
+            overall=_percent(list(per_question.values()), precision),
+            per_answer_type={t: _percent(v, precision) for t, v in by_atype.items()},
+            per_question_type={t: _percent(v, precision) for t, v in by_qtype.items()},
+            per_question=per_question,
+            precision=precision,
+        )
+
+
+def _question_accuracy(q: _Question, pred: str) -> float:
+    """Mean over leave-one-out subsets of min(1, matches/3): official operands, official summation order."""
+    matches = q.answers.count(pred)
+    if matches == 0:
+        return 0.0
+    if q.multiplicity is None:
+        gt_acc = [min(1, (matches - (a == pred)) / 3) for a in q.answers]
+    else:
+        gt_acc = [
+            min(1, (matches - (m if a == pred else 0)) / 3)
+            for a, m in zip(q.answers, q.multiplicity, strict=True)
+        ]
+    return float(sum(gt_acc)) / len(gt_acc)
+
+
+def _percent(values: list[float], precision: int) -> float:
+    # Same expression as the official setAccuracy: round(100*float(sum(x))/len(x), n).
+    return round(100 * float(sum(values)) / len(values), precision)
+
+
+def _multiplicity(raw: list[Mapping[str, Any]], answers: tuple[str, ...]) -> tuple[int, ...] | None:
+    """How many answer dicts equal each one after normalization (the official ``item != gtAnsDatum``)."""
+    ids = [a.get("answer_id") for a in raw]
+    try:
+        if None not in ids and len(set(ids)) == len(ids):
+            return None  # distinct answer ids: every dict differs from every other (the normal case)
+    except TypeError:  # unhashable answer ids: fall through to the pairwise comparison
+        pass
+    dicts = [{**a, "answer": ans} for a, ans in zip(raw, answers, strict=True)]
+    mult = tuple(sum(1 for other in dicts if other == d) for d in dicts)
+    return None if all(m == 1 for m in mult) else mult
+
+
+def _question_id(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{where}: 'question_id' must be an integer, got {value!r}")
+    return value
+
+
+def _unique(qid: int, seen: Mapping[int, Any], source: str) -> int:
+    if qid in seen:
+        raise DataError(f"{source}: question_id {qid} appears more than once")
+    return qid
+
+
+def _type(ann: Mapping[str, Any], key: str, qid: int, source: str) -> str:
+    value = ann.get(key)
+    if not isinstance(value, str):
+        raise DataError(f"{source}: question {qid}: '{key}' must be a string, got {value!r}")
+    return value
+
+
+def check_vqa_predictions(results: Any, gt: VqaGroundTruth, source: str = "predictions") -> dict[int, str]:
+    """Validate an official results list (``[{question_id, answer}]``) against ``gt``; return id -> answer.
+
+    Raises a one-line :class:`DataError` naming ``source`` for: not a list, an entry that is not an object,
+    a missing/non-integer ``question_id``, a missing/null/non-string ``answer``, a duplicate id, an id that is
+    not in the ground truth, or ground-truth ids without a prediction.
+    """
+    if not isinstance(results, list):
+        raise DataError(
+            f"{source}: expected a list of {{question_id, answer}} objects, got {type(results).__name__}"
+        )
+    preds: dict[int, str] = {}
+    unknown: list[int] = []
+    for i, entry in enumerate(results):
+        if not isinstance(entry, Mapping):
+            raise DataError(f"{source}: entry {i} is not an object")
+        qid = _question_id(entry.get("question_id"), f"{source}: entry {i}")
+        if "answer" not in entry:
+            raise DataError(f"{source}: entry {i} (question_id {qid}) has no 'answer'")
+        answer = entry["answer"]
+        if not isinstance(answer, str):
+            problem = "is null" if answer is None else f"must be a string, got {type(answer).__name__}"
+            raise DataError(f"{source}: entry {i} (question_id {qid}): answer {problem}")
+        if qid in preds:
+            raise DataError(f"{source}: question_id {qid} appears more than once")
+        if qid not in gt:
+            unknown.append(qid)
+        preds[qid] = answer
+    if unknown:
+        raise DataError(f"{source}: {len(unknown)} question id(s) not in {gt.source}, e.g. {unknown[0]}")
+    if len(preds) != len(gt):
+        absent = [q for q in gt.question_ids if q not in preds]
+        raise DataError(
+            f"{source}: no prediction for {len(absent)} of {len(gt)} question ids in {gt.source}, "
+            f"e.g. {absent[0]}"
+        )
+    return preds
+
+
+def evaluate_vqa(
+    annotations: Sequence[Mapping[str, Any]], results: Any, precision: int = 2, source: str = "predictions"
+) -> VqaMetrics:
+    """Records in, metrics out: official annotations + official results list -> :class:`VqaMetrics`."""
+    gt = VqaGroundTruth.from_annotations(annotations)
+    return gt.score(check_vqa_predictions(results, gt, source), precision)
