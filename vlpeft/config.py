@@ -167,6 +167,11 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)
     max_train_samples: int | None = Field(None, ge=1)
     seed: int = 0
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps; 0 = epoch ends")
+    visual_input: Literal["features", "images"] = Field(
+        "features", description="features = the feature store; images = raw images, vision encoder in the loop"
+    )
+    test_checkpoint: Literal["best", "last"] = Field("best", description="which checkpoint the test split scores")
     peft: PeftConfig = PeftConfig()
 
 
@@ -174,6 +179,9 @@ class CaptionTrainConfig(TrainConfig):
     """Captioning defaults: shorter training, ``vl`` routing (the paper's default function)."""
 
     epochs: int = Field(3, ge=1)
+    val_cider_images: int = Field(
+        100, ge=0, description="validation CIDEr on this many val images each epoch; 0 = val loss only"
+    )
     peft: PeftConfig = PeftConfig(routing="vl")
 
 
@@ -188,24 +196,81 @@ class EvaluateConfig(Section):
 
 
 class SweepConfig(Section):
-    """Optuna search over rank and routing type (``vlpeft sweep``)."""
+    """Optuna search over rank and routing type (``vlpeft sweep``), from one laptop to many workers.
+
+    Every trial trains a copy of the task's section (``vqa`` / ``caption``) with the trial's ``rank``,
+    ``routing`` (and ``method`` / ``lr`` when they have more than one value here), for ``epochs`` epochs on at
+    most ``max_train_samples`` examples, validating each epoch; the median pruner stops trials whose
+    validation score falls below the median of earlier trials at the same epoch. The best values go to
+    ``best_params.json``, which the ``train`` stage merges over ``params.yaml``.
+
+    The sweep runs exactly ``n_trials`` trials (a queue of trial slots is put into the study before any worker
+    starts; a retried trial of a dead worker comes on top and names the trial it replaces).
+
+    How to scale it:
+
+    - **More trials**: raise ``n_trials`` (and ``epochs`` / ``max_train_samples`` for a more faithful ranking);
+      rerunning with a higher ``n_trials`` on the same storage tops the study up instead of starting over.
+    - **More workers on one machine**: ``workers: W`` starts W worker processes, each with
+      ``threads_per_worker`` torch threads (default: cores / W). sqlite is fine for a few local workers.
+    - **Many machines**: point ``storage`` at a database server all of them reach, e.g.
+      ``postgresql://user:pass@db-host:5432/optuna`` (or ``mysql+pymysql://…``), and start ``vlpeft sweep`` on
+      every node with the same ``study_name``; the first one creates the study and its queue, the others join.
+      Dead workers are detected by heartbeat (``heartbeat_interval``, ``grace_period``) and their trials
+      retried up to ``max_retry`` times.
+    - **No database server**: ``storage: journal:/shared/nfs/sweep.journal`` (any value without ``://`` is an
+      Optuna journal file) works across processes and NFS nodes; journal storage has no heartbeat, so only
+      the local supervisor can recover trials of a dead worker.
+    """
 
     tasks: list[Task] = ["vqa", "caption"]
-    n_trials: int = Field(6, ge=1)
-    timeout: float | None = Field(None, gt=0, description="seconds")
-    workers: int = Field(1, ge=1)
-    storage: str = Field("sqlite:///artifacts/sweep/optuna.db", description="RDB URL or journal file path")
+    n_trials: int = Field(6, ge=1, description="trial slots of the study (retries of dead workers come on top)")
+    timeout: float | None = Field(None, gt=0, description="seconds; no new trial starts after this")
+    workers: int = Field(1, ge=1, description="local worker processes")
+    threads_per_worker: int | None = Field(None, ge=1, description="torch threads per worker; None = cores/W")
+    storage: str | None = Field(
+        None,
+        description="None = sqlite file optuna.db in the output dir; an SQLAlchemy URL (sqlite:///x.db, "
+        "postgresql://…, mysql+pymysql://…); or an Optuna journal file (journal:PATH or any path without ://)",
+    )
+    study_name: str | None = Field(None, description="None = vlpeft-<task>")
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="direction of the trainer's per-epoch validation value"
+    )
     sampler: Literal["tpe", "grid", "random"] = "tpe"
-    routing: list[RoutingKind] = ["none", "mul", "vl"]
-    rank: list[int] = [4, 8]
-    method: list[Literal["lora", "adapter"]] = ["lora"]
-    lr: list[float] | None = Field(None, description="[low, high] log-uniform range; None = train.lr")
+    sampler_seed: int | None = Field(0, description="None = a fresh random seed per worker")
+    cover_first: bool = Field(
+        True, description="tpe/random: the first trials visit every routing, rank and method value once"
+    )
+    routing: list[RoutingKind] = Field(["none", "mul", "vl"], min_length=1)
+    rank: list[int] = Field([4, 8], min_length=1)
+    method: list[Literal["lora", "adapter"]] = Field(["lora"], min_length=1)
+    lr: list[float] | None = Field(
+        None,
+        description="None = the task's lr; [x] = fixed; [low, high] = log-uniform range (tpe/random); "
+        "sampler grid: the grid points",
+    )
+    scale_alpha: bool = Field(False, description="alpha = peft.alpha * rank / peft.rank, i.e. keep s = alpha/r")
     epochs: int = Field(2, ge=1, description="epochs per trial")
-    max_train_samples: int | None = Field(None, ge=1)
-    pruner_startup_trials: int = Field(2, ge=0)
-    pruner_warmup_steps: int = Field(0, ge=0)
-    heartbeat_interval: int = Field(30, ge=1)
-    max_retry: int = Field(2, ge=0)
+    max_train_samples: int | None = Field(None, ge=1, description="training examples per trial; None = all")
+    pruner: Literal["median", "none"] = "median"
+    pruner_startup_trials: int = Field(2, ge=0, description="no pruning before this many trials finished")
+    pruner_warmup_steps: int = Field(0, ge=0, description="no pruning before this epoch (0-based)")
+    heartbeat_interval: int = Field(30, ge=1, description="seconds between a running trial's heartbeats (RDB)")
+    grace_period: int | None = Field(None, ge=1, description="stale after this many seconds; None = 2x interval")
+    max_retry: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    keep_trial_dirs: bool = Field(False, description="keep each trial's checkpoints (out/trials/<n>)")
+
+    @model_validator(mode="after")
+    def _check_space(self) -> SweepConfig:
+        if any(r < 1 for r in self.rank):
+            raise ValueError(f"rank values must be >= 1 (got {self.rank})")
+        if self.lr is not None:
+            if not self.lr or any(v <= 0 for v in self.lr):
+                raise ValueError(f"lr values must be > 0 (got {self.lr})")
+            if self.sampler != "grid" and len(self.lr) == 2 and self.lr[0] > self.lr[1]:
+                raise ValueError(f"lr range must be [low, high] (got {self.lr})")
+        return self
 
 
 # ------------------------------------------------------------------------------------ tracking/registry

@@ -1,0 +1,145 @@
+"""Checkpoints: one directory holding the model (as the task saves it) plus everything needed to resume.
+
+Layout of a checkpoint directory (``out_dir/last``; ``out_dir/best`` has only the model part)::
+
+    <model files>                  whatever ``save_model(model, dir)`` writes (``save_vl_model`` for tasks)
+    trainer/weights.safetensors    every trainable parameter, keyed by its name in the (unwrapped) model
+    trainer/optimizer.safetensors  optimizer state tensors, ``state.<param index>.<name>``
+    trainer/rng.safetensors        torch CPU/CUDA and numpy RNG states
+    trainer/state.json             position (epoch, next batch), global step, scheduler, optimizer layout,
+                                   python/numpy RNG scalars, epoch accumulators, history, best value
+
+A directory is written completely under a temporary name and then renamed into place. The previous
+checkpoint is moved aside to ``.<name>.prev`` first and deleted last, so a crash at any instant leaves either
+the new or the old checkpoint readable (:func:`find_checkpoint` picks whichever exists).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlpeft.errors import TrainingError
+from vlpeft.train.state import capture_rng, flatten_optimizer_state, restore_rng, unflatten_optimizer_state
+
+FORMAT = 1
+SaveModel = Callable[[nn.Module, Path], None]
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name, detached, on CPU, contiguous (what a checkpoint stores)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temp dir with ``fill(tmp)``, then rename it to ``path``; the old copy goes only at the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    prev = path.parent / f".{path.name}.prev"
+    try:
+        tmp = tmp_root / path.name
+        tmp.mkdir()
+        fill(tmp)
+        _fsync_tree(tmp)
+        if path.exists():
+            shutil.rmtree(prev, ignore_errors=True)
+            os.replace(path, prev)
+        os.replace(tmp, path)
+        shutil.rmtree(prev, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    # A rename is only as durable as the bytes behind it: flush file contents before publishing the dir.
+    for f in root.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """The complete checkpoint at ``path``, or the previous one a crash left at ``.<name>.prev``, or None."""
+    prev = path.parent / f".{path.name}.prev"
+    for candidate in (path, prev):
+        if (candidate / "trainer" / "state.json").is_file():
+            return candidate
+    return None
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    save_model: SaveModel | None = None,
+) -> None:
+    """Write a resumable checkpoint (model, optimizer, scheduler, RNG, ``state``) atomically at ``path``."""
+    opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_meta = capture_rng()
+    weights = trainable_state(model)
+    record = {
+        "format": FORMAT,
+        **state,
+        "scheduler": scheduler.state_dict(),
+        "optimizer": opt_meta,
+        "rng": rng_meta,
+    }
+    text = json.dumps(record, indent=1)
+
+    def fill(tmp: Path) -> None:
+        if save_model is not None:
+            save_model(model, tmp)
+        t = tmp / "trainer"
+        t.mkdir(exist_ok=True)
+        save_file(weights, str(t / "weights.safetensors"))
+        save_file(opt_tensors, str(t / "optimizer.safetensors"))
+        save_file(rng_tensors, str(t / "rng.safetensors"))
+        (t / "state.json").write_text(text + "\n")
+
+    write_dir_atomically(path, fill)
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG states from ``path``; return the loop's ``state``."""
+    t = path / "trainer"
+    try:
+        record = json.loads((t / "state.json").read_text())
+        weights = load_file(str(t / "weights.safetensors"))
+        opt_tensors = load_file(str(t / "optimizer.safetensors"))
+        rng_tensors = load_file(str(t / "rng.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{path}: checkpoint unreadable ({exc})") from None
+    if record.get("format") != FORMAT:
+        raise TrainingError(f"{t / 'state.json'}: unknown checkpoint format {record.get('format')!r}")
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    if set(weights) != expected:
+        missing = sorted(expected - set(weights))[:3]
+        extra = sorted(set(weights) - expected)[:3]
+        raise TrainingError(
+            f"{path}: checkpoint does not match the model's trainable parameters "
+            f"(missing {missing}, unexpected {extra}); resume with the same params as the original run"
+        )
+    with torch.no_grad():
+        for name, value in weights.items():
+            if params[name].shape != value.shape:
+                have = tuple(params[name].shape)
+                raise TrainingError(f"{path}: {name} has shape {tuple(value.shape)}, the model has {have}")
+            params[name].copy_(value)
+    optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, record.pop("optimizer")))
+    scheduler.load_state_dict(record.pop("scheduler"))
+    restore_rng(rng_tensors, record.pop("rng"))
+    return record
