@@ -21,3 +21,18 @@ torch.set_num_threads(2)
 def _mlflow_in_tmp(tmp_path, monkeypatch):
     """MLflow's default store is ./mlflow.db: keep every test's tracking data in its own temp dir."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A tiny synthetic world (32 px; 24/8/8 images, 4 questions, 5 captions each), made once per session.
+
+    Returns the data root (the contract layout of `vlpeft data synth`). Treat it as read-only.
+    """
+    from vlpeft.config import WorldConfig
+    from vlpeft.data.synth import generate_world
+
+    root = tmp_path_factory.mktemp("tiny_world") / "synthetic"
+    cfg = WorldConfig(image_size=32, n_train=24, n_val=8, n_test=8, corpus_scenes=30)
+    generate_world(cfg, root, seed=0, progress=False)
+    return root

@@ -1,5 +1,77 @@
-"""CLI commands of the `data` group (see vlpeft/cli/__init__.py for the rules)."""
+"""CLI commands of the `data` group (see vlpeft/cli/__init__.py for the rules).
+
+``vlpeft data synth``     generate the embedded shapes world (sizes from the ``world`` params section)
+``vlpeft data download``  fetch and verify COCO 2014 images, the Karpathy split file and VQAv2
+``vlpeft data prepare``   convert downloaded COCO + Karpathy + VQAv2 into the same layout as ``synth``
+"""
 
 from __future__ import annotations
 
-from vlpeft.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.cli import app
+from vlpeft.cli.common import ParamsOption, SetOption, load
+
+data_app = typer.Typer(help="Datasets: the synthetic world, real COCO/VQAv2 download and preparation.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output root (replaced atomically)")] = Path(
+        "data/synthetic"
+    ),
+    params: ParamsOption = None,
+    sets: SetOption = None,
+    seed: Annotated[int | None, typer.Option(help="world seed (default: params seed)")] = None,
+) -> None:
+    """Generate the synthetic world (images, Karpathy split, COCO captions, VQAv2 files, text corpus)."""
+    from vlpeft.data.synth import generate_world
+
+    cfg = load(params, sets)
+    world = generate_world(cfg.world, out, seed=cfg.seed if seed is None else seed)
+    counts = world["counts"]
+    typer.echo(
+        f"wrote {out}: images {counts['images']}, questions {counts['questions']}, "
+        f"{counts['corpus_lines']} corpus lines in {world['seconds']:.1f} s"
+    )
+
+
+@data_app.command("download")
+def download(
+    what: Annotated[str, typer.Option(help="coco-images | karpathy | vqa | all")] = "all",
+    out: Annotated[Path, typer.Option("--out", "-o", help="raw download dir")] = Path("data/raw"),
+    registry: Annotated[Path | None, typer.Option(help="registry JSON (default: the packaged one)")] = None,
+    extract: Annotated[bool, typer.Option(help="unpack archives after verifying them")] = True,
+    retries: Annotated[int, typer.Option(help="automatic resume attempts after a broken transfer")] = 3,
+) -> None:
+    """Download (resumable), verify and unpack the real datasets into OUT."""
+    from vlpeft.data.download import download_group, load_registry
+
+    entries = load_registry(registry)
+    for path in download_group(entries, what, out, extract=extract, retries=retries):
+        typer.echo(f"ready: {path}")
+
+
+@data_app.command("prepare")
+def prepare(
+    raw: Annotated[
+        Path, typer.Option(help="dir with the downloads (searched for the COCO/VQA files)")
+    ] = Path("data/raw"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="output root (replaced atomically)")] = Path(
+        "data/coco"
+    ),
+    source: Annotated[str, typer.Option(help="only 'coco' (COCO 2014 + Karpathy + VQAv2)")] = "coco",
+    link: Annotated[str, typer.Option(help="how images enter OUT: symlink | hardlink | copy")] = "symlink",
+) -> None:
+    """Convert raw COCO 2014 + Karpathy split + VQAv2 into the data layout the loaders read."""
+    from vlpeft.data.prepare import prepare_coco
+    from vlpeft.errors import DataError
+
+    if source != "coco":
+        raise DataError(f"--source {source!r}: only 'coco' is supported")
+    info = prepare_coco(raw, out, link=link)
+    typer.echo(f"wrote {out}: images {info['counts']['images']}, questions {info['counts']['questions']}")
