@@ -1,0 +1,129 @@
+"""Tiny backbones for the VL model tests, built offline from configs and saved like hub checkpoints.
+
+One session-scoped directory holds a word-level tokenizer (built with ``tokenizers``), a tiny ViT (width 16,
+and a width-24 one for mismatch tests), RoBERTa, GPT-2 and BART (width 16), each written with
+``save_pretrained`` and loaded by the code under test with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlpeft.config import ModelConfig
+
+TEXT = (
+    "a an the red blue green yellow circle square triangle cross small large left right top bottom of is "
+    "there what color colour shape how many in image one two three yes no vqa caption : ? ,"
+)
+WORDS = TEXT.split()
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
+WIDTH = 16
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
+
+
+def _vit(path: Path, width: int) -> None:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    cfg = ViTConfig(
+        hidden_size=width,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        image_size=32,
+        patch_size=16,
+    )
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory) -> dict[str, str]:
+    """Paths of tiny saved backbones: vit, vit24, roberta, gpt2, bart (each with the tokenizer beside it)."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        GPT2Config,
+        GPT2LMHeadModel,
+        RobertaConfig,
+        RobertaForMaskedLM,
+    )
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("backbones")
+    tok = _tokenizer()
+    v = len(tok)
+    ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    models = {
+        "roberta": RobertaForMaskedLM(
+            RobertaConfig(
+                vocab_size=v,
+                hidden_size=WIDTH,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=48,
+                **ids,
+            )
+        ),
+        "gpt2": GPT2LMHeadModel(
+            GPT2Config(vocab_size=v, n_embd=WIDTH, n_layer=2, n_head=2, n_positions=48, **ids)
+        ),
+        "bart": BartForConditionalGeneration(
+            BartConfig(
+                vocab_size=v,
+                d_model=WIDTH,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=32,
+                decoder_ffn_dim=32,
+                max_position_embeddings=64,
+                decoder_start_token_id=2,
+                forced_eos_token_id=None,
+                **ids,
+            )
+        ),
+    }
+    paths = {}
+    for name, model in models.items():
+        path = root / name
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        paths[name] = str(path)
+    for name, width in (("vit", WIDTH), ("vit24", 24)):
+        _vit(root / name, width)
+        paths[name] = str(root / name)
+    return paths
+
+
+@pytest.fixture
+def model_cfg(backbones) -> ModelConfig:
+    """ModelConfig pointing at the tiny backbones (visual prefix on, no projection, frozen vision)."""
+    return ModelConfig(
+        vision=backbones["vit"],
+        vqa_backbone=backbones["roberta"],
+        caption_backbone=backbones["gpt2"],
+        generative_backbone=backbones["bart"],
+    )

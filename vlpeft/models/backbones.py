@@ -1,0 +1,130 @@
+"""Loading the language backbones and their tokenizers, and reading widths from checkpoints.
+
+Backbones are hub ids or local directories written by ``save_pretrained`` (the embedded world's
+``vlpeft pretrain`` writes them exactly like hub models). Nothing here downloads when ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from vlpeft.errors import ConfigError
+
+VLTask = Literal["vqa", "caption", "generative"]
+VL_TASKS: tuple[str, ...] = ("vqa", "caption", "generative")
+
+# Which transformers model types each task accepts (the families the papers use, plus close relatives).
+TASK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "vqa": ("roberta", "bert", "xlm-roberta", "camembert", "distilbert", "electra"),
+    "caption": ("gpt2", "gpt_neo", "gptj", "opt", "llama", "qwen2"),
+    "generative": ("bart", "t5", "mbart", "mt5"),
+}
+
+# The config field that names each task's backbone (used in error messages).
+BACKBONE_FIELD: dict[str, str] = {
+    "vqa": "model.vqa_backbone",
+    "caption": "model.caption_backbone",
+    "generative": "model.generative_backbone",
+}
+
+
+def _quiet_transformers() -> None:
+    """Silence load reports and progress bars: expected keys (e.g. the MLM head) are dropped on purpose."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_config(name_or_path: str, field: str) -> Any:
+    """The transformers config of a checkpoint; a missing or unreadable one is a ``ConfigError``."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{field}: cannot load a model config from {name_or_path!r} ({first})") from None
+
+
+def width_of(config: Any) -> int:
+    """The hidden width of a transformers config (``hidden_size`` is mapped for GPT-2, BART and T5 too)."""
+    return int(config.hidden_size)
+
+
+def load_language_backbone(task: str, name_or_path: str) -> nn.Module:
+    """The pre-trained language model of ``task``.
+
+    vqa: the bare encoder (``AutoModel``, no pooler: the released code's pooler is a frozen random layer,
+    pitfall P6, and our head reads the hidden state directly); caption: ``AutoModelForCausalLM``;
+    generative: ``AutoModelForSeq2SeqLM``. The family must suit the task.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    field = BACKBONE_FIELD[task]
+    config = load_config(name_or_path, field)
+    if config.model_type not in TASK_FAMILIES[task]:
+        raise ConfigError(
+            f"{field}: {name_or_path!r} is a {config.model_type!r} model; task {task!r} needs one of "
+            f"{', '.join(TASK_FAMILIES[task])}"
+        )
+    _quiet_transformers()
+    if task == "vqa":
+        kwargs = {"add_pooling_layer": False} if config.model_type in ("roberta", "bert") else {}
+        return AutoModel.from_pretrained(name_or_path, **kwargs)
+    if task == "caption":
+        return AutoModelForCausalLM.from_pretrained(name_or_path)
+    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+
+
+def load_tokenizer(name_or_path: str, field: str) -> Any:
+    """The tokenizer saved beside a backbone; it must define a pad token (and EOS for generation)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{field}: cannot load a tokenizer from {name_or_path!r} ({first})") from None
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        # GPT-2 style tokenizers have no pad token; padding is never attended to nor supervised here.
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"{field}: the tokenizer of {name_or_path!r} has neither a pad nor an EOS token")
+    return tokenizer
+
+
+def vision_width(name_or_path: str) -> int:
+    """Hidden width of the vision encoder checkpoint (read from its config only: no weights are loaded)."""
+    return width_of(load_config(name_or_path, "model.vision"))
+
+
+def checkpoint_param_count(name_or_path: str) -> int | None:
+    """Number of parameters stored in a local safetensors checkpoint, read from the file headers only.
+
+    Used to count a vision encoder that is not attached (features precomputed) in the "whole model"
+    total, as the papers report. ``None`` when there is no local safetensors checkpoint.
+    """
+    root = Path(name_or_path)
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (root / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for name in files:
+        with safe_open(str(root / name), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                n = 1
+                for dim in fh.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total

@@ -1,0 +1,175 @@
+"""Encoder-decoder generative VL model (BART/T5 family), the VL-Adapter setting (CLIP-BART / CLIP-T5).
+
+Encoder input: the text (task prefix + question, e.g. ``"vqa: what colour is the circle ?"`` or just
+``"caption:"``) first, then the m visual tokens, with a joint attention mask (paper-notes §F.1). The decoder
+generates the answer or the caption; training is teacher forcing with ``labels`` = target tokens + EOS,
+-100 on padding (``encode_targets``), mean token cross-entropy (Hugging Face's own loss: ``labels`` are
+shifted right into ``decoder_input_ids``). All tasks share one model; the task prefix tells them apart
+(``TASK_PREFIXES``, VL-Adapter's ``--use_tasks_prompts``).
+
+Deliberate differences from VL-Adapter (§F.1): the visual tokens are packed right after each sample's own
+text (before its padding), so their positions do not depend on how much the batch was padded; they go
+through the LM's embedding module (BART: learned positions + embedding LayerNorm; T5: relative positions),
+whereas VL-T5 gave them their own LayerNorm'd embedding without text positions. The visual projection is our
+generic ``projection: linear`` (VL-Adapter: ``Linear + LayerNorm`` on 2048-d CLIP grids, always trained).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlpeft.models.base import VLModel, VLOutput
+
+TASK_PREFIXES: dict[str, str] = {"vqa": "vqa: ", "gqa": "gqa: ", "nlvr": "nlvr: ", "caption": "caption: "}
+
+
+def pack_visual(
+    text: torch.Tensor, mask: torch.Tensor, visual: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[text_i ; visual_i ; padding]`` per sample, from right-padded ``text`` (B, T, d) and ``visual``.
+
+    Returns the packed embeddings (B, T + m, d) and the joint attention mask (B, T + m).
+    """
+    b, t, d = text.shape
+    m = visual.shape[1]
+    lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
+    pos = torch.arange(t, device=text.device).unsqueeze(0).expand(b, t)
+    text_dest = torch.where(pos < lengths, pos, pos + m)  # text tokens stay, padding moves behind the image
+    vis_dest = lengths + torch.arange(m, device=text.device).unsqueeze(0)
+    out = text.new_zeros(b, t + m, d)
+    out = out.scatter(1, text_dest.unsqueeze(-1).expand(b, t, d), text)
+    out = out.scatter(1, vis_dest.unsqueeze(-1).expand(b, m, d), visual.to(text.dtype))
+    joint = torch.arange(t + m, device=text.device).unsqueeze(0) < (lengths + m)
+    return out, joint.to(mask.dtype)
+
+
+class GenerativeVL(VLModel):
+    """Encoder-decoder VL model: VQA answers and captions as generated text (see the module docstring)."""
+
+    task = "generative"
+
+    @property
+    def eos_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return int(eos if eos is not None else self.hf.config.eos_token_id)
+
+    def encoder_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, x_v: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder ``inputs_embeds`` and mask: text, then the visual tokens when the prefix is on."""
+        embeds = self.hf.get_encoder().embed_tokens(input_ids)  # BART's scaled embedding when configured
+        prefix = self.prefix_embeds(x_v)
+        if prefix is None:
+            return embeds, attention_mask
+        return pack_visual(embeds, attention_mask, prefix)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> VLOutput:
+        """Decoder logits (B, L, V) for teacher forcing on ``labels`` (B, L); ``loss`` = mean token CE."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x_v = self.encode_visual(visual, pixel_values)
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        with self.routing_context(x_v):
+            out = self.hf(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return VLOutput(loss=out.loss, logits=out.logits)
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        visual: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        task: str = "caption",
+        length_penalty: float = 1.0,
+    ) -> Any:
+        """HF ``generate`` output. Without ``input_ids`` the encoder text is the ``task`` prefix alone."""
+        x_v = self.encode_visual(visual, pixel_values)
+        if input_ids is None:
+            batch = self.batch_size(x_v, visual, pixel_values)
+            enc = self.encode_texts([""] * batch, task=task)
+            input_ids, attention_mask = (
+                enc["input_ids"].to(self.device),
+                enc["attention_mask"].to(self.device),
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        with self.routing_context(x_v):
+            return self.hf.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                length_penalty=length_penalty,
+                do_sample=False,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+
+    def generate(
+        self,
+        visual: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        task: str = "caption",
+    ) -> list[str]:
+        """Generated text per sample: captions by default, answers when given ``input_ids`` of questions."""
+        out = self.generate_ids(
+            visual, pixel_values, max_new_tokens, num_beams, input_ids, attention_mask, task
+        )
+        return self.decode(out.sequences)
+
+    def answer(
+        self, questions: list[str], visual: torch.Tensor | None = None, max_new_tokens: int = 5, **kw: Any
+    ) -> list[str]:
+        """Generated answers to ``questions`` about the images of ``visual``."""
+        enc = self.encode_texts(questions, task="vqa")
+        return self.generate(
+            visual,
+            max_new_tokens=max_new_tokens,
+            input_ids=enc["input_ids"].to(self.device),
+            attention_mask=enc["attention_mask"].to(self.device),
+            **kw,
+        )
+
+    def decode(self, sequences: torch.Tensor) -> list[str]:
+        """Text of each generated sequence (decoder start, EOS, padding and other special tokens removed)."""
+        return [s.strip() for s in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+
+    # ----------------------------------------------------------------------------------------- text
+
+    def _with_ends(self, ids: list[int]) -> list[int]:
+        bos = self.tokenizer.bos_token_id if self.family not in ("t5", "mt5") else None
+        return ([bos] if bos is not None else []) + ids + [self.eos_id]
+
+    def encode_texts(
+        self, texts: list[str], task: str = "vqa", max_length: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """Encoder ``input_ids`` / ``attention_mask``: ``[BOS] prefix text EOS`` (T5: no BOS), padded."""
+        prefix = TASK_PREFIXES.get(task, f"{task}: " if task else "")
+        rows = [self._with_ends(self.token_ids(prefix + t)[: max(max_length - 2, 0)]) for t in texts]
+        ids, mask = self.pad_rows(rows, self.tokenizer.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def encode_targets(self, targets: list[str], max_length: int = 26) -> torch.Tensor:
+        """Decoder ``labels``: target tokens + EOS, -100 on padding."""
+        rows = [[*self.token_ids(t)[: max(max_length - 1, 0)], self.eos_id] for t in targets]
+        ids, mask = self.pad_rows(rows, self.tokenizer.pad_token_id)
+        return ids.masked_fill(mask == 0, -100)
