@@ -9,6 +9,8 @@ unavailable. Each scorer (and so each JVM: METEOR costs ~4.5 s to start) runs on
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,13 +109,20 @@ def score_captions(
 
     Image order is that of ``references`` (COCOEvalCap uses the ground-truth image order). Needs Java.
     """
+    # pycocoevalcap prints progress to stdout (Bleu's n-gram counts...); keep stdout for our own output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _score(list(references), references, predictions, spice)
+
+
+def _score(
+    ids: list[int], references: Mapping[int, Sequence[str]], predictions: Mapping[int, str], spice: str
+) -> CaptionMetrics:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    ids = list(references)
     tokenizer = PTBTokenizer()
     gts = tokenizer.tokenize({i: [{"caption": c} for c in references[i]] for i in ids})
     res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
@@ -124,9 +133,10 @@ def score_captions(
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
     meteor = Meteor()
     try:
-        scores["METEOR"], meteor_imgs = meteor.compute_score(gts, res)
+        meteor_score, meteor_imgs = meteor.compute_score(gts, res)
     finally:
         del meteor  # kills the JVM now rather than at interpreter exit
+    scores["METEOR"] = float(meteor_score)
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     cider, cider_imgs = Cider().compute_score(gts, res)
     scores["CIDEr"] = float(cider)
