@@ -1,5 +1,79 @@
-"""CLI commands of the `train` group (see vlpeft/cli/__init__.py for the rules)."""
+"""CLI commands ``vlpeft train`` and ``vlpeft predict`` (see vlpeft/cli/__init__.py for the rules)."""
 
 from __future__ import annotations
 
-from vlpeft.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.cli import app
+from vlpeft.cli.common import ParamsOption, SetOption, load
+
+
+@app.command("train")
+def train(
+    task: Annotated[str, typer.Option(help="vqa or caption")],
+    data: Annotated[Path, typer.Option(help="data root (the layout written by `vlpeft data`)")],
+    out: Annotated[
+        Path, typer.Option(help="output dir: best/, last/, curves.json, metrics.json, predictions")
+    ],
+    features: Annotated[
+        Path | None, typer.Option(help="feature store dir (`vlpeft features`); not needed for images/blind")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from out/last after a crash")] = False,
+    no_test: Annotated[bool, typer.Option("--no-test", help="skip the test-split evaluation")] = False,
+    params: ParamsOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Train a VQA or caption model: validation each epoch, checkpoints, test evaluation (torchrun-ready)."""
+    import json
+
+    from vlpeft.errors import ConfigError
+    from vlpeft.train.run import train_task
+
+    if task not in ("vqa", "caption"):
+        raise ConfigError(f"--task: {task!r} is not one of vqa, caption")
+    cfg = load(params, sets)
+    with _tracker(cfg, task) as tracker:
+        result = train_task(
+            cfg, task, data, features, out, tracker=tracker, resume=resume, evaluate_test=not no_test
+        )
+    if result:
+        keys = [k for k in result if k.startswith("test.") and k.count(".") == 1] + ["val.best"]
+        typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
+
+
+def _tracker(cfg, task: str):
+    """The stage's tracker; under torchrun only rank 0 tracks (the others get a NullTracker)."""
+    import os
+
+    from vlpeft.tracking.base import NullTracker
+    from vlpeft.tracking.session import open_tracker
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return NullTracker()
+    return open_tracker(cfg, f"train@{task}", tags={"task": task})
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[Path, typer.Option(help="a trained model dir (out/best or out/last)")],
+    image: Annotated[Path, typer.Option(help="image file")],
+    question: Annotated[str | None, typer.Option(help="question (VQA models)")] = None,
+) -> None:
+    """Answer a question about an image (VQA model) or caption it (caption model); prints the text."""
+    from vlpeft.data.images import load_image
+    from vlpeft.errors import ConfigError
+    from vlpeft.train.predict import Predictor
+
+    predictor = Predictor.load(model)
+    img = load_image(image)
+    if predictor.task == "vqa":
+        if not question:
+            raise ConfigError("--question: required for a VQA model")
+        typer.echo(predictor.answer(img, question))
+    else:
+        if question:
+            raise ConfigError("--question: a caption model takes no question")
+        typer.echo(predictor.caption(img))

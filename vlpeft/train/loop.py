@@ -186,42 +186,50 @@ def fit(
             total=steps,
             initial=state["batch"],
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not (progress and ctx.is_main),
+            disable=None if (progress and ctx.is_main) else True,  # None: only on a terminal
             leave=False,
             dynamic_ncols=True,
         )
         t0, seen0 = time.perf_counter(), 0
-        for b in range(state["batch"], steps):
-            batch_idx = sampler.global_batch(order, b, cfg.batch_size)
-            loss, units, grad_norm = _step(
-                train_model, data, batch_idx, cfg, ctx, device, params, optimizer, scheduler
-            )
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                what = "loss" if not math.isfinite(loss) else "gradient norm"
-                found_ckpt = find_checkpoint(last_dir)
-                kept = f"last good checkpoint kept at {found_ckpt}" if found_ckpt else "no checkpoint yet"
-                raise TrainingError(
-                    f"{what} became {loss if what == 'loss' else grad_norm} at epoch {epoch + 1}, "
-                    f"step {state['global_step'] + 1}; training stopped ({kept}); try a lower lr"
+        try:
+            for b in range(state["batch"], steps):
+                batch_idx = sampler.global_batch(order, b, cfg.batch_size)
+                loss, units, grad_norm = _step(
+                    train_model, data, batch_idx, cfg, ctx, device, params, optimizer, scheduler
                 )
-            state["global_step"] += 1
-            state["batch"] = b + 1
-            state["epoch_loss_sum"] += loss * units
-            state["epoch_units"] += units
-            state["epoch_samples"] += len(batch_idx)
-            seen0 += len(batch_idx)
-            elapsed = time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen0 / max(elapsed, 1e-9):.0f}", refresh=False)
-            if tracker is not None and ctx.is_main and state["global_step"] % log_every == 0:
-                lr = optimizer.param_groups[0]["lr"]
-                step_metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
-                tracker.log_metrics(step_metrics, step=state["global_step"])
-            if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and b + 1 < steps:
-                checkpoint()
-            if on_step is not None:
-                on_step(state["global_step"])
-        bar.close()
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    what = "loss" if not math.isfinite(loss) else "gradient norm"
+                    found_ckpt = find_checkpoint(last_dir)
+                    kept = f"last good checkpoint kept at {found_ckpt}" if found_ckpt else "no checkpoint yet"
+                    raise TrainingError(
+                        f"{what} became {loss if what == 'loss' else grad_norm} at epoch {epoch + 1}, "
+                        f"step {state['global_step'] + 1}; training stopped ({kept}); try a lower lr"
+                    )
+                state["global_step"] += 1
+                state["batch"] = b + 1
+                state["epoch_loss_sum"] += loss * units
+                state["epoch_units"] += units
+                state["epoch_samples"] += len(batch_idx)
+                seen0 += len(batch_idx)
+                elapsed = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss:.4f}", samples_s=f"{seen0 / max(elapsed, 1e-9):.0f}", refresh=False
+                )
+                if tracker is not None and ctx.is_main and state["global_step"] % log_every == 0:
+                    lr = optimizer.param_groups[0]["lr"]
+                    step_metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
+                    tracker.log_metrics(step_metrics, step=state["global_step"])
+                if (
+                    cfg.checkpoint_every
+                    and state["global_step"] % cfg.checkpoint_every == 0
+                    and b + 1 < steps
+                ):
+                    checkpoint()
+                if on_step is not None:
+                    on_step(state["global_step"])
+        finally:
+            bar.close()  # also on errors: no stale bar above the error line
         rate_samples += seen0
         rate_time += time.perf_counter() - t0
 

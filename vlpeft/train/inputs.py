@@ -1,0 +1,61 @@
+"""Visual inputs of a batch: frozen features from the feature store, or pixels for the encoder in the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlpeft.errors import ConfigError
+
+
+class VisualSource:
+    """Turn image ids (+ paths) into the model's visual batch keys.
+
+    ``mode="features"`` reads ``visual`` (B, m, d) from a ``FeatureStore``; ``mode="images"`` loads the image
+    files and gives ``pixel_values`` (the model runs its vision encoder). The blind model gets nothing.
+    """
+
+    def __init__(self, model: Any, mode: str, store: Any | None = None, kind: str = "pooled") -> None:
+        self.model = model
+        self.mode = mode
+        self.store = store
+        self.kind = kind
+        self.enabled = bool(model.uses_visual)
+        if not self.enabled:
+            return
+        if mode == "features":
+            if store is None:
+                raise ConfigError("visual_input: features needs a feature store (--features DIR)")
+            store.require(kind=kind, width=model.visual_width)
+        elif mode == "images":
+            model.attach_vision()
+        else:
+            raise ConfigError(f"visual_input: {mode!r} is not one of features, images")
+
+    def __call__(self, image_ids: Sequence[int], paths: Sequence[Path]) -> dict[str, torch.Tensor]:
+        if not self.enabled:
+            return {}
+        if self.mode == "features":
+            return {"visual": self.store.get(list(image_ids), self.kind)}
+        from vlpeft.data.images import load_image
+
+        return {"pixel_values": self.model.vision.preprocess([load_image(p) for p in paths])}
+
+
+def chunks(n: int, size: int) -> Iterator[list[int]]:
+    """``range(n)`` in consecutive index lists of at most ``size``."""
+    for start in range(0, n, size):
+        yield list(range(start, min(n, start + size)))
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move every tensor of a batch to ``device``."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Device of the model's first parameter."""
+    return next(model.parameters()).device

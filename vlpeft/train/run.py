@@ -1,0 +1,168 @@
+"""``train_task``: one task trained end to end (contract "Trainer"), as the CLI, DVC and the sweep call it.
+
+Writes under ``out_dir``::
+
+    best/  last/             ``save_vl_model`` dirs (+ ``answers.json`` for VQA, ``vlpeft_train.json``);
+                             ``last/trainer/`` also holds the resumable training state
+    curves.json              per-epoch [{epoch, train_loss, val_loss, val_metric, ...}] (DVC plots)
+    predictions_test.json    test predictions, official format (VQA [{question_id, answer}], COCO
+                             [{image_id, caption}])
+    metrics.json             {"task", "test": official metrics, "val", "train", "model"} (DVC metrics);
+                             written last, only after a successful run
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlpeft.config import Params, flatten, params_to_dict
+from vlpeft.errors import ConfigError
+from vlpeft.io import write_json
+from vlpeft.tracking.base import Tracker
+from vlpeft.train.loop import Report, fit
+
+METRICS = "metrics.json"
+CURVES = "curves.json"
+
+
+def build_task(params: Params, task: str, data_root: Path, features_dir: Path | None) -> Any:
+    """Load the data, build the model (seeded), return the task binding (``VqaTask`` / ``CaptionTask``)."""
+    from vlpeft.models import build_vl_model
+    from vlpeft.train.inputs import VisualSource
+    from vlpeft.train.state import seed_everything
+    from vlpeft.train.tasks import CaptionTask, VqaTask
+
+    cfg = params.task(task)  # type: ignore[arg-type]
+    images = cfg.visual_input == "images" or params.model.vision_tower != "frozen"
+    vocab = None
+    if task == "vqa":
+        from vlpeft.data.vocab import AnswerVocab
+        from vlpeft.data.vqa import load_vqa
+
+        train, val = load_vqa(data_root, "train"), load_vqa(data_root, "val")
+        vocab = AnswerVocab.build(train, params.data.vocab_min_count, params.data.vocab_top_k)
+    else:
+        from vlpeft.data.coco import load_captions
+
+        train, val = load_captions(data_root, "train"), load_captions(data_root, "val")
+    seed_everything(cfg.seed)  # the PEFT / head initialisation is part of the run's seed
+    model = build_vl_model(
+        task,
+        params.model,
+        cfg.peft,
+        len(vocab) if vocab is not None else None,
+        with_vision=images,
+        vision_pooling=params.features.pooling,
+    )
+    store = None
+    if not images and model.uses_visual:
+        from vlpeft.data.features import FeatureStore
+
+        if features_dir is None:
+            raise ConfigError(f"{task}: the model uses the image: pass a feature store (--features DIR)")
+        store = FeatureStore(features_dir)
+    visual = VisualSource(model, "images" if images else "features", store, params.model.visual_features)
+    if task == "vqa":
+        return VqaTask(params, model, vocab, visual, train, val, Path(data_root))
+    return CaptionTask(params, model, visual, train, val, Path(data_root))
+
+
+def train_task(
+    params: Params,
+    task: str,
+    data_root: str | Path,
+    features_dir: str | Path | None,
+    out_dir: str | Path,
+    tracker: Tracker | None = None,
+    resume: bool = False,
+    report: Report | None = None,
+    *,
+    evaluate_test: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``task`` ("vqa" | "caption") with ``params.vqa`` / ``params.caption``; see the module docstring.
+
+    Validation runs each epoch and ``report(epoch, val_metric)`` follows it (exceptions propagate). After
+    training, the test split is scored with the ``test_checkpoint`` model (reloaded from disk) unless
+    ``evaluate_test`` is False. Under ``torchrun`` every rank trains and only rank 0 writes and evaluates.
+    Returns the metrics flattened to dotted keys (``test.overall``, ``val.best``, ...); ``{}`` on other ranks.
+    """
+    import torch
+
+    from vlpeft.models import load_vl_model, param_report, save_vl_model
+    from vlpeft.train.distributed import barrier, device_for, init_distributed
+
+    if task not in ("vqa", "caption"):
+        raise ConfigError(f"task {task!r} is not one of vqa, caption")
+    cfg = params.task(task)  # type: ignore[arg-type]
+    out_dir = Path(out_dir)
+    ctx = init_distributed()
+    device = device_for(ctx)
+    binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
+    model = binding.model
+
+    def save_model(m: Any, path: Path) -> None:
+        save_vl_model(m, path)
+        binding.save_extra(path)
+
+    counts = param_report(model)
+    if tracker is not None and ctx.is_main:
+        tracker.log_params(flatten(params_to_dict(params)))
+        tracker.set_tags({"task": task, "routing": cfg.peft.routing, "peft.method": cfg.peft.method})
+        tracker.log_metrics({"params/trainable": counts["trainable"], "params/percent": counts["percent"]})
+
+    result = fit(
+        model,
+        binding,
+        cfg,
+        out_dir,
+        validate=binding.validate,
+        greater_is_better=binding.greater_is_better,
+        tracker=tracker,
+        report=report,
+        resume=resume,
+        save_model=save_model,
+        ctx=ctx,
+        device=device,
+        progress=progress,
+    )
+    barrier(ctx)
+    if not ctx.is_main:
+        return {}
+
+    metrics: dict[str, Any] = {
+        "task": task,
+        "val": {
+            "metric": binding.metric_name,
+            "best": result.best,
+            "best_epoch": result.best_epoch,
+            "last": result.history[-1]["val_metric"] if result.history else None,
+        },
+        "train": {
+            "epochs": cfg.epochs,
+            "steps": result.global_step,
+            "samples": len(binding),
+            "samples_per_s": round(result.samples_per_s, 2),
+            "final_loss": result.history[-1]["train_loss"] if result.history else None,
+        },
+        "model": {k: counts[k] for k in ("trainable", "total", "percent")},
+    }
+    if evaluate_test:
+        chosen = result.best_dir if cfg.test_checkpoint == "best" else result.last_dir
+        test_model = load_vl_model(chosen, device=device)
+        with torch.no_grad():
+            metrics["test"] = binding.test(test_model, out_dir)
+        metrics["test_checkpoint"] = cfg.test_checkpoint
+    write_json(out_dir / METRICS, metrics)
+    flat = flatten(metrics)
+    if tracker is not None:
+        tracker.log_metrics({k: float(v) for k, v in flat.items() if _is_number(v)})
+        for name in (METRICS, CURVES, "predictions_test.json"):
+            if (out_dir / name).is_file():
+                tracker.log_artifact(out_dir / name)
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
