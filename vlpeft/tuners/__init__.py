@@ -31,7 +31,14 @@ Design
 """
 
 from vlpeft.tuners.adapter import AdaptedOutput, BottleneckAdapter
-from vlpeft.tuners.api import apply_peft, load_peft, peft_state, save_peft, trainable_names
+from vlpeft.tuners.api import (
+    apply_peft,
+    enable_gradient_checkpointing,
+    load_peft,
+    peft_state,
+    save_peft,
+    trainable_names,
+)
 from vlpeft.tuners.context import checkpoint_kwargs, current_visual, visual_context
 from vlpeft.tuners.lora import RoutedLoraLinear, RoutedMergeError
 
@@ -43,6 +50,7 @@ __all__ = [
     "apply_peft",
     "checkpoint_kwargs",
     "current_visual",
+    "enable_gradient_checkpointing",
     "load_peft",
     "peft_state",
     "save_peft",

@@ -99,7 +99,9 @@ def _out_width(module: nn.Module) -> int:
         return module.out_features
     if isinstance(module, Conv1D):
         return module.nf
-    raise ConfigError(f"adapter target {type(module).__name__} is not a Linear/Conv1D output projection")
+    raise ConfigError(
+        f"adapter target of type {type(module).__name__} is not a Linear/Conv1D output projection"
+    )
 
 
 def inject_adapters(
@@ -128,8 +130,9 @@ def inject_adapters(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, child)
+        width = _out_width(base)
         ref = base.weight
-        adapter = BottleneckAdapter(_out_width(base), rank, routing, activation, skip, init_std)
+        adapter = BottleneckAdapter(width, rank, routing, activation, skip, init_std)
         adapter.to(device=ref.device, dtype=ref.dtype)
         setattr(parent, child, AdaptedOutput(base, adapter))
     return names

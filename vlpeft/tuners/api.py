@@ -17,6 +17,7 @@ adapter never comes back as plain LoRA through this API.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_path, read_json, write_json
 from vlpeft.tuners.adapter import adapter_modules, inject_adapters
+from vlpeft.tuners.context import checkpoint_kwargs
 from vlpeft.tuners.lora import RoutedLoraLinear, lora_layers, routed_lora_config
 from vlpeft.tuners.targets import adapter_patterns, lora_targets
 
@@ -49,8 +51,12 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _unfreeze_norms(model: nn.Module) -> None:
-    for module in model.modules():
-        if _is_norm(module):
+    """Make the LayerNorms inside transformer blocks trainable (names with a layer index, e.g. ``h.3.ln_1``).
+
+    As in the paper (§B.4) the embedding LayerNorm and the final ``ln_f`` stay frozen.
+    """
+    for name, module in model.named_modules():
+        if _is_norm(module) and re.search(r"\.\d+\.", f".{name}."):
             for p in module.parameters(recurse=False):
                 p.requires_grad_(True)
 
@@ -134,6 +140,18 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
     }
     object.__setattr__(model, _STATE_ATTR, state)
     return model
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on activation checkpointing of the Hugging Face model inside ``model`` (a PeftModel or not).
+
+    Uses ``checkpoint_kwargs()`` so routed layers recompute with the forward's visual context.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs())
+    else:  # transformers releases before the rename
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs())
 
 
 def peft_state(model: nn.Module) -> dict[str, Any]:

@@ -23,7 +23,7 @@ LORA_TARGETS: dict[str, list[str]] = {
     "bert": _BERT_LIKE_LORA,
     "roberta": _BERT_LIKE_LORA,
     "xlm-roberta": _BERT_LIKE_LORA,
-    "vit": _BERT_LIKE_LORA,
+    "vit": ["q_proj", "v_proj"],  # transformers 5 renamed ViT's query/value
     "gpt2": ["c_attn"],  # fused QKV Conv1D: peft adapts the whole projection (see tuners/__init__ docstring)
     "bart": ["q_proj", "v_proj"],
     "mbart": ["q_proj", "v_proj"],
@@ -34,7 +34,7 @@ ADAPTER_POSITIONS: dict[str, dict[str, str]] = {
     "bert": _BERT_LIKE_ADAPTER,
     "roberta": _BERT_LIKE_ADAPTER,
     "xlm-roberta": _BERT_LIKE_ADAPTER,
-    "vit": _BERT_LIKE_ADAPTER,
+    "vit": {"attention": r"\.attention\.o_proj$", "ffn": r"\.mlp\.fc2$"},
     "gpt2": {"attention": r"\.attn\.c_proj$", "ffn": r"\.mlp\.c_proj$"},
     "bart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
     "mbart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
