@@ -227,3 +227,35 @@ def test_bad_predictions_are_one_line_data_errors(results, message):
     with pytest.raises(DataError, match=re.escape(message)) as exc:
         check_vqa_predictions(results, gt, source="predictions")
     assert "\n" not in str(exc.value) and str(exc.value).startswith("predictions")
+
+
+def _without(key):
+    ann = _question(1, ["2"] * 10)
+    del ann[key]
+    return ann
+
+
+def _bad_answer():
+    ann = _question(1, ["2"] * 10)
+    ann["answers"][3]["answer"] = None
+    return ann
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ("not a dict", "annotation 0 is not an object"),
+        (_without("question_id"), "annotation 0: 'question_id' must be an integer, got None"),
+        (_question(1, []), "question 1: 'answers' must be a non-empty list of objects"),
+        (_bad_answer(), "question 1: every answer must have a string 'answer'"),
+        (_without("answer_type"), "question 1: 'answer_type' must be a string, got None"),
+    ],
+)
+def test_malformed_annotations_are_one_line_data_errors(record, message):
+    with pytest.raises(DataError, match=re.escape(f"a.json: {message}")):
+        VqaGroundTruth.from_annotations([record], source="a.json")
+
+
+def test_duplicate_annotation_ids_are_rejected():
+    with pytest.raises(DataError, match="question_id 1 appears more than once"):
+        VqaGroundTruth.from_annotations([_question(1, ["2"]), _question(1, ["3"])])

@@ -47,7 +47,7 @@ class OfficialVQA:
     def loadRes(self, results: list, questions: dict):
         res = OfficialVQA()
         res.questions = questions
-        anns = copy.deepcopy(results)
+        anns = results  # the official code mutates the freshly loaded results list
         assert type(anns) == list, "results is not an array of objects"  # noqa: E721
         annsQuesIds = [ann["question_id"] for ann in anns]
         assert set(annsQuesIds) == set(self.getQuesIds()), "Results do not correspond to current VQA set."
@@ -202,10 +202,10 @@ class OfficialVQAEval:
 def official_vqa_eval(questions: dict, annotations: dict, results: list, n: int = 2) -> OfficialVQAEval:
     """Run the transcribed official pipeline as the demo script does: VQA, loadRes, VQAEval, evaluate.
 
-    ``annotations`` is deep-copied first because the official evaluation mutates ground-truth answers.
+    ``annotations`` and ``results`` are deep-copied first because the official code mutates both.
     """
     vqa = OfficialVQA(copy.deepcopy(annotations), questions)
-    vqa_res = vqa.loadRes(results, questions)
+    vqa_res = vqa.loadRes(copy.deepcopy(results), questions)
     ev = OfficialVQAEval(vqa, vqa_res, n=n)
     ev.evaluate()
     return ev

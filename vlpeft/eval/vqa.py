@@ -77,22 +77,25 @@ class VqaGroundTruth:
         """From official annotations (``question_id``, ``question_type``, ``answer_type``, ``answers``)."""
         questions: dict[int, _Question] = {}
         for i, ann in enumerate(annotations):
-            if not isinstance(ann, Mapping):
-                raise DataError(f"{source}: annotation {i} is not an object")
-            qid = _question_id(ann.get("question_id"), f"{source}: annotation {i}")
-            raw = ann.get("answers")
-            if not isinstance(raw, list) or not raw or not all(isinstance(a, Mapping) for a in raw):
-                raise DataError(f"{source}: question {qid}: 'answers' must be a non-empty list of objects")
-            texts = [a.get("answer") for a in raw]
-            if not all(isinstance(t, str) for t in texts):
-                raise DataError(f"{source}: question {qid}: every answer must have a string 'answer'")
+            try:  # fast path: well-formed records (the checks below cost more than the evaluation itself)
+                qid, raw = ann["question_id"], ann["answers"]
+                texts = [a["answer"] for a in raw]
+                qtype, atype = ann["question_type"], ann["answer_type"]
+                well_formed = (
+                    type(qid) is int
+                    and bool(texts)
+                    and {type(t) for t in texts} == {str}
+                    and type(qtype) is str
+                    and type(atype) is str
+                )
+            except (KeyError, TypeError, AttributeError):
+                well_formed = False
+            if not well_formed:
+                _raise_for_annotation(ann, i, source)
             answers = normalize_ground_truth(texts)
-            questions[_unique(qid, questions, source)] = _Question(
-                answers=answers,
-                multiplicity=_multiplicity(raw, answers),
-                question_type=_type(ann, "question_type", qid, source),
-                answer_type=_type(ann, "answer_type", qid, source),
-            )
+            if qid in questions:
+                raise DataError(f"{source}: question_id {qid} appears more than once")
+            questions[qid] = _Question(answers, _multiplicity(raw, answers), qtype, atype)
         return cls(questions, source)
 
     @classmethod
@@ -195,11 +198,20 @@ def _unique(qid: int, seen: Mapping[int, Any], source: str) -> int:
     return qid
 
 
-def _type(ann: Mapping[str, Any], key: str, qid: int, source: str) -> str:
-    value = ann.get(key)
-    if not isinstance(value, str):
-        raise DataError(f"{source}: question {qid}: '{key}' must be a string, got {value!r}")
-    return value
+def _raise_for_annotation(ann: Any, i: int, source: str) -> None:
+    """Name what is wrong with a malformed annotation record (slow path, only on bad input)."""
+    if not isinstance(ann, Mapping):
+        raise DataError(f"{source}: annotation {i} is not an object")
+    qid = _question_id(ann.get("question_id"), f"{source}: annotation {i}")
+    raw = ann.get("answers")
+    if not isinstance(raw, list) or not raw or not all(isinstance(a, Mapping) for a in raw):
+        raise DataError(f"{source}: question {qid}: 'answers' must be a non-empty list of objects")
+    if not all(isinstance(a.get("answer"), str) for a in raw):
+        raise DataError(f"{source}: question {qid}: every answer must have a string 'answer'")
+    for key in ("question_type", "answer_type"):
+        if not isinstance(ann.get(key), str):
+            raise DataError(f"{source}: question {qid}: '{key}' must be a string, got {ann.get(key)!r}")
+    raise DataError(f"{source}: annotation {i} is malformed")
 
 
 def check_vqa_predictions(results: Any, gt: VqaGroundTruth, source: str = "predictions") -> dict[int, str]:

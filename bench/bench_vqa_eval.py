@@ -1,0 +1,93 @@
+"""Benchmark: VQA evaluation of 214k synthetic predictions, ours vs the official algorithm run as-is.
+
+Both sides start from the same three JSON files on disk (questions, annotations, results), as the official
+demo script does. "official" is the line-by-line transcription of GT-Vision-Lab/VQA's vqaEval.py (master) in
+tests/eval/vqa_official_ref.py. Prints one JSON object: times, ratio, and whether every number is identical.
+
+    .venv/bin/python bench/bench_vqa_eval.py            # 214,354 questions (VQAv2 val-sized)
+    .venv/bin/python bench/bench_vqa_eval.py --quick    # 5,000 questions, smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "eval"))  # the official transcription and the case generator
+
+from vqa_cases import make_vqa  # noqa: E402
+from vqa_official_ref import OfficialVQA, OfficialVQAEval  # noqa: E402
+
+from vlpeft.eval import VqaGroundTruth, check_vqa_predictions, evaluate_vqa_files  # noqa: E402
+
+FULL_SIZE = 214_354  # questions in VQAv2 val2014
+
+
+def _official(q_path: Path, a_path: Path, p_path: Path) -> tuple[float, OfficialVQAEval]:
+    t0 = time.perf_counter()
+    questions = json.loads(q_path.read_text())
+    vqa = OfficialVQA(json.loads(a_path.read_text()), questions)
+    vqa_res = vqa.loadRes(json.loads(p_path.read_text()), questions)
+    ev = OfficialVQAEval(vqa, vqa_res, n=2)
+    ev.evaluate()
+    return time.perf_counter() - t0, ev
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5,000 questions instead of 214,354")
+    parser.add_argument("--n", type=int, default=None, help="number of questions (overrides --quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    n = args.n or (5_000 if args.quick else FULL_SIZE)
+
+    qfile, afile, results = make_vqa(n, seed=args.seed, duplicate_dicts=0.01)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{name}.json" for name in ("questions", "annotations", "results")]
+        for path, data in zip(paths, (qfile, afile, results), strict=True):
+            path.write_text(json.dumps(data))
+        del qfile, afile, results
+
+        t0 = time.perf_counter()
+        ours = evaluate_vqa_files(*paths)
+        ours_s = time.perf_counter() - t0
+
+        # the trainer's path: ground truth built once, then only scoring (e.g. once per epoch)
+        gt = VqaGroundTruth.from_annotations(json.loads(paths[1].read_text())["annotations"])
+        preds = check_vqa_predictions(json.loads(paths[2].read_text()), gt)
+        t0 = time.perf_counter()
+        gt.score(preds)
+        score_only_s = time.perf_counter() - t0
+
+        official_s, official = _official(*paths)
+
+    identical = ours.to_json() == official.accuracy and ours.per_question_json() == {
+        str(k): v for k, v in official.evalQA.items()
+    }
+    report = {
+        "bench": "vqa_eval",
+        "questions": n,
+        "ours_s": round(ours_s, 3),
+        "ours_score_only_s": round(score_only_s, 3),
+        "official_s": round(official_s, 3),
+        "speedup": round(official_s / ours_s, 2),
+        "identical": identical,
+        "overall": ours.overall,
+        "official_overall": official.accuracy["overall"],
+        "python": platform.python_version(),
+        "note": "times include reading the three JSON files; official = transcription of vqaEval.py master",
+    }
+    print(json.dumps(report, indent=2))
+    if not identical:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
