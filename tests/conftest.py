@@ -36,3 +36,30 @@ def tiny_world(tmp_path_factory):
     cfg = WorldConfig(image_size=32, n_train=24, n_val=8, n_test=8, corpus_scenes=30)
     generate_world(cfg, root, seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tiny_world, tmp_path_factory):
+    """Tiny pre-trained backbones of `tiny_world` (width 32, 2 layers, a few steps), made once per session.
+
+    Returns {"vit", "roberta", "gpt2"} -> the model dirs written by `vlpeft pretrain` (HF `save_pretrained`
+    format, with image processor / tokenizer). Treat them as read-only.
+    """
+    from vlpeft.config import params_from_dict
+    from vlpeft.pretrain import pretrain_backbones
+
+    params = params_from_dict(
+        {
+            "pretrain": {
+                "width": 32,
+                "layers": 2,
+                "heads": 2,
+                "ffn": 64,
+                "vit": {"image_size": 32, "patch_size": 8, "epochs": 2, "batch_size": 8},
+                "text": {"steps": 8, "batch_size": 16},
+            }
+        }
+    )
+    out = tmp_path_factory.mktemp("tiny_backbones")
+    pretrain_backbones(params, tiny_world, out, out / "metrics.json", device=torch.device("cpu"))
+    return {part: out / part for part in ("vit", "roberta", "gpt2")}
