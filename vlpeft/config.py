@@ -32,18 +32,25 @@ class Section(BaseModel):
 
 
 class WorldConfig(Section):
-    """The embedded synthetic shapes world (``vlpeft data synth``)."""
+    """The embedded synthetic shapes world (``vlpeft data synth``).
 
-    image_size: int = Field(64, ge=16, le=512)
-    n_train: int = Field(4000, ge=1)
-    n_val: int = Field(500, ge=1)
-    n_test: int = Field(500, ge=1)
-    max_objects: int = Field(4, ge=1, le=4)
-    questions_per_image: int = Field(4, ge=1)
-    captions_per_image: int = Field(5, ge=1)
+    Knobs to grow it: ``n_train``/``n_val``/``n_test`` (images per split; the first images of a split stay
+    the same when a split grows), ``questions_per_image``, ``corpus_scenes`` and ``image_size``. Generation
+    costs about 1 ms per image on one core.
+    """
+
+    image_size: int = Field(64, ge=16, le=512, description="square RGB image side in pixels")
+    n_train: int = Field(4000, ge=1, description="training images")
+    n_val: int = Field(500, ge=1, description="validation images")
+    n_test: int = Field(500, ge=1, description="test images")
+    max_objects: int = Field(4, ge=1, le=4, description="1..max_objects objects per image, one per quadrant")
+    questions_per_image: int = Field(4, ge=1, description="VQA questions per image (distinct texts)")
+    captions_per_image: int = Field(5, ge=1, description="captions per image (5 templates, cycled)")
     corpus_scenes: int = Field(6000, ge=0, description="unrendered scenes whose text forms the LM corpus")
-    noise_std: float = Field(8.0, ge=0)
-    annotator_accuracy: float = Field(0.9, ge=0, le=1)
+    noise_std: float = Field(8.0, ge=0, description="std of the Gaussian pixel noise (0-255 scale)")
+    annotator_accuracy: float = Field(
+        0.9, ge=0, le=1, description="probability that each of the 10 annotators gives the right answer"
+    )
 
 
 class DataConfig(Section):

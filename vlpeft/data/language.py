@@ -36,6 +36,8 @@ KINDS: dict[str, tuple[str, float]] = {
     "size_yn": ("yes/no", 0.10),
     "relation": ("other", 0.10),
 }
+_KIND_NAMES = list(KINDS)
+_KIND_CDF = np.cumsum([w for _, w in KINDS.values()])[:-1] / sum(w for _, w in KINDS.values())
 # Per-kind answer pools for annotator noise: a wrong colour answer is another colour, never a shape.
 ANSWER_POOLS: dict[str, tuple[str, ...]] = {
     "exist": ("yes", "no"),
@@ -191,15 +193,13 @@ def _ask(kind: str, objs: Sequence[Mapping[str, Any]], rng: np.random.Generator)
 
 def questions(scene: Mapping[str, Any], rng: np.random.Generator, n: int = 4) -> list[Question]:
     """``n`` questions with distinct texts (fewer only if the scene cannot give that many)."""
-    kinds = list(KINDS)
-    weights = np.array([KINDS[k][1] for k in kinds])
-    weights /= weights.sum()
     out: list[Question] = []
     seen: set[str] = set()
     for _ in range(20 * n):
         if len(out) == n:
             break
-        q = _ask(kinds[int(rng.choice(len(kinds), p=weights))], scene["objects"], rng)
+        kind = _KIND_NAMES[int(np.searchsorted(_KIND_CDF, rng.random(), side="right"))]
+        q = _ask(kind, scene["objects"], rng)
         if q is not None and q.text not in seen:
             seen.add(q.text)
             out.append(q)

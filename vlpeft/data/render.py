@@ -51,5 +51,5 @@ def render_scene(
     if noise_std <= 0:
         return img
     pixels = np.asarray(img, dtype=np.float32)
-    pixels = pixels + rng.normal(0.0, noise_std, size=pixels.shape).astype(np.float32)
+    pixels += noise_std * rng.standard_normal(pixels.shape, dtype=np.float32)
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
