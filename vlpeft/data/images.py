@@ -32,7 +32,7 @@ def require_list(data: Any, key: str, path: Path) -> list[Any]:
     return value
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # the real COCO file is large: keep few copies
 def _karpathy_cached(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Any], ...]:
     """Parsed and validated Karpathy images; keyed on mtime and size so an edited file is re-read."""
     p = Path(path)
