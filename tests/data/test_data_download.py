@@ -385,6 +385,11 @@ def test_prepare_errors(tmp_path):
         (tmp_path / "z.zip").write_bytes(data)
         safe_extract(tmp_path / "z.zip", raw / Path(path).stem)
         os.remove(tmp_path / "z.zip")
+    prepare_coco(raw, tmp_path / "copied", link="copy", progress=False)
+    assert all(not p.is_symlink() and p.stat().st_size > 0 for _, p in image_table(tmp_path / "copied"))
+    with pytest.raises(DataError, match=r"--link 'move': choose symlink, hardlink or copy"):
+        prepare_coco(raw, tmp_path / "out", link="move", progress=False)
+    assert not (tmp_path / "out").exists()
     next((raw / "val2014" / "val2014").iterdir()).unlink()
     with pytest.raises(
         DataError, match=r"dataset_coco.json: image cocoid 4200\d: .*COCO_val2014_.*jpg not found"
