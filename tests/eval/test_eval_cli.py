@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,20 @@ def test_caption_cli_bad_predictions_exit_2_before_any_java(tmp_path):
     _assert_clean_failure(_run(*args), out, str(pred_path), "not valid JSON")
     pred_path.write_text(json.dumps([{"image_id": 1, "caption": "a cat"}]))
     _assert_clean_failure(_run(*args), out, str(pred_path), "no caption for 1 of 2 images")
+
+
+def test_caption_cli_without_java_is_one_line(tmp_path):
+    anns = [{"image_id": 1, "id": 1, "caption": "a cat"}]
+    gt_path, pred_path, out = tmp_path / "gt.json", tmp_path / "p.json", tmp_path / "m.json"
+    gt_path.write_text(json.dumps({"images": [{"id": 1}], "annotations": anns}))
+    pred_path.write_text(json.dumps([{"image_id": 1, "caption": "a cat"}]))
+    args = ["caption", "--annotations", str(gt_path), "--predictions", str(pred_path), "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlpeft", "evaluate", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": str(tmp_path)},  # a PATH without java
+    )
+    _assert_clean_failure(proc, out, "java not found")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlpeft.errors import DataError
+from vlpeft.errors import DataError, UserError
 
 METRIC_KEYS: tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SPICE_JARS: tuple[str, ...] = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -109,6 +110,8 @@ def score_captions(
 
     Image order is that of ``references`` (COCOEvalCap uses the ground-truth image order). Needs Java.
     """
+    if shutil.which("java") is None:
+        raise UserError("java not found on PATH: caption metrics need a Java runtime (PTBTokenizer, METEOR)")
     # pycocoevalcap prints progress to stdout (Bleu's n-gram counts...); keep stdout for our own output.
     with contextlib.redirect_stdout(io.StringIO()):
         return _score(list(references), references, predictions, spice)
