@@ -193,10 +193,14 @@ class CaptionTrainConfig(TrainConfig):
 
 
 class EvaluateConfig(Section):
+    """Test-split evaluation: generation settings and which caption metrics run (``vlpeft.eval``)."""
+
     num_beams: int = Field(1, ge=1)
     max_new_tokens: int = Field(26, ge=1)
     batch_size: int = Field(256, ge=1)
-    spice: Literal["auto", "off"] = "auto"
+    spice: Literal["auto", "off"] = Field(
+        "auto", description="auto = SPICE if its CoreNLP 3.6.0 jars are present (never downloaded), else null"
+    )
 
 
 # -------------------------------------------------------------------------------------------- sweep
