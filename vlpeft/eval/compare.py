@@ -1,8 +1,8 @@
 """Side-by-side comparison of the pipeline's variants: routed vs plain LoRA vs blind (pure, no I/O).
 
-The pipeline trains each task three ways (``best`` = the sweep's best routing/rank, ``norouting`` = the same
-with routing ``none``, ``blind`` = no image at all). A result that uses the image shows up as a gap to the blind
-floor; routing shows up as a gap to ``norouting``. This module turns their official metrics into one table.
+The pipeline trains each task three ways: ``best`` (the sweep's best routing/rank), ``norouting`` (the same
+with routing ``none``) and ``blind`` (no image at all). A result that uses the image shows up as a gap to the
+blind floor; routing shows up as a gap to ``norouting``. This module turns their metrics into one table.
 """
 
 from __future__ import annotations
