@@ -128,7 +128,7 @@ def test_param_report_matches_a_hand_count(model_cfg, backbones):
     model = build_vl_model("vqa", model_cfg, peft(routing="mul"), n_answers=N_ANS)
     d, r, layers, k = 16, 4, 2, 2
     lora = layers * 2 * (r * d + d * r)  # query and value: A (r×d) and B (d×r)
-    norms = (1 + 2 * layers) * 2 * d  # embedding LN + 2 LNs per layer, weight and bias
+    norms = 2 * layers * 2 * d  # 2 block LNs per layer, weight and bias (embedding LN frozen, §B.4)
     head = (d * k * d + k * d) + 2 * k * d + (k * d * N_ANS + N_ANS)
     from transformers import AutoModel, ViTModel
 

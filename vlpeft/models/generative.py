@@ -78,6 +78,8 @@ class GenerativeVL(VLModel):
             attention_mask = torch.ones_like(input_ids)
         x_v = self.encode_visual(visual, pixel_values)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        if labels is not None:
+            labels = labels.contiguous()  # HF's loss uses .view on the labels
         with self.routing_context(x_v):
             out = self.hf(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         return VLOutput(loss=out.loss, logits=out.logits)
