@@ -129,3 +129,18 @@ def test_bad_input_is_one_line_and_exit_2(tiny_world, tmp_path, capsys, args, me
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "m").exists() and not (tmp_path / "f").exists()
+
+
+def test_pretraining_is_seeded(tiny_world, tmp_path):
+    from vlpeft.config import load_params
+    from vlpeft.pretrain import pretrain_backbones
+
+    params = load_params([], [*TINY, "pretrain.text.steps=3"])  # defaults + overrides, no params.yaml
+    for run in ("a", "b"):
+        pretrain_backbones(
+            params, tiny_world, tmp_path / run, parts=("vit", "gpt2"), device=torch.device("cpu")
+        )
+    for part in ("vit", "gpt2"):
+        a = (tmp_path / "a" / part / "model.safetensors").read_bytes()
+        assert a == (tmp_path / "b" / part / "model.safetensors").read_bytes()
+    assert not (tmp_path / "a" / "roberta").exists()
