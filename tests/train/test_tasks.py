@@ -99,6 +99,7 @@ def test_vqa_resume_after_crash_is_bitwise_identical(vqa_run, tiny_world, train_
     assert flat["test.overall"] == vqa_run["flat"]["test.overall"]
 
 
+@pytest.mark.slow  # METEOR's JVM alone takes ~5 s
 def test_caption_end_to_end(tiny_world, train_backbones, tiny_params, tmp_path):
     from vlpeft.data.coco import load_captions
     from vlpeft.train.predict import Predictor
@@ -159,6 +160,21 @@ def test_encoder_in_the_loop_matches_feature_store(tiny_world, train_backbones, 
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)
+
+
+def test_stale_feature_store_is_refused(tiny_world, train_backbones, tiny_params, tmp_path):
+    import shutil
+
+    from vlpeft.errors import DataError
+    from vlpeft.train.run import build_task
+
+    stale = tmp_path / "features"
+    shutil.copytree(train_backbones["features"], stale)
+    index = json.loads((stale / "index.json").read_text())
+    index["provenance"]["weights_sha256"] = "0" * 64
+    (stale / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match="re-run `vlpeft features`"):
+        build_task(tiny_params, "vqa", tiny_world, stale)
 
 
 def _params_file(tmp_path, backbones, **overrides) -> str:

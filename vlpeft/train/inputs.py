@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vlpeft.errors import ConfigError
+from vlpeft.errors import ConfigError, DataError
 
 
 class VisualSource:
@@ -30,6 +30,7 @@ class VisualSource:
             if store is None:
                 raise ConfigError("visual_input: features needs a feature store (--features DIR)")
             store.require(kind=kind, width=model.visual_width)
+            check_store_encoder(store, model)
         elif mode == "images":
             model.attach_vision()
         else:
@@ -43,6 +44,21 @@ class VisualSource:
         from vlpeft.data.images import load_image
 
         return {"pixel_values": self.model.vision.preprocess([load_image(p) for p in paths])}
+
+
+def check_store_encoder(store: Any, model: Any) -> None:
+    """Refuse features made by another encoder or pooling than the model's: at predict time the model runs
+    its own encoder on raw images, so stale features would train a model that predicts differently."""
+    from vlpeft.models.vision import VisionEncoder
+
+    pooling = store.provenance.get("pooling")
+    if pooling is not None and pooling != model.vision_pooling:
+        raise DataError(
+            f"{store.dir}: features were pooled with {pooling!r}, but features.pooling is "
+            f"{model.vision_pooling!r} (re-run `vlpeft features`)"
+        )
+    encoder = VisionEncoder.from_pretrained(model.model_cfg.vision, pooling=model.vision_pooling)
+    store.require(weights_sha256=encoder.weights_hash())
 
 
 def chunks(n: int, size: int) -> Iterator[list[int]]:

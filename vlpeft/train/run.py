@@ -108,7 +108,7 @@ def train_task(
 
     counts = param_report(model)
     if tracker is not None and ctx.is_main:
-        tracker.log_params(flatten(params_to_dict(params)))
+        tracker.log_params(params_to_dict(params))  # nested: the tracker flattens
         tracker.set_tags({"task": task, "routing": cfg.peft.routing, "peft.method": cfg.peft.method})
         tracker.log_metrics({"params/trainable": counts["trainable"], "params/percent": counts["percent"]})
 
