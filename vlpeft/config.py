@@ -163,22 +163,24 @@ class TrainConfig(Section):
     """Optimisation settings for one task."""
 
     epochs: int = Field(6, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(
+        128, ge=1, description="samples per optimizer step, summed over processes and micro-steps"
+    )
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     schedule: Literal["linear", "cosine"] = "linear"
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per step (to save memory)")
     bf16: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="threads preparing the next batches; 0 = none")
     max_train_samples: int | None = Field(None, ge=1)
     seed: int = 0
-    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps; 0 = epoch ends")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = epoch ends only")
     visual_input: Literal["features", "images"] = Field(
-        "features", description="features = the feature store; images = raw images, vision encoder in the loop"
+        "features", description="features = the feature store; images = vision encoder in the loop"
     )
-    test_checkpoint: Literal["best", "last"] = Field("best", description="which checkpoint the test split scores")
+    test_checkpoint: Literal["best", "last"] = Field("best", description="model scored on the test split")
     peft: PeftConfig = PeftConfig()
 
 
