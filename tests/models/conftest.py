@@ -63,10 +63,14 @@ def backbones(tmp_path_factory) -> dict[str, str]:
     from transformers import (
         BartConfig,
         BartForConditionalGeneration,
+        BertConfig,
+        BertForMaskedLM,
         GPT2Config,
         GPT2LMHeadModel,
         RobertaConfig,
         RobertaForMaskedLM,
+        T5Config,
+        T5ForConditionalGeneration,
     )
 
     torch.manual_seed(0)
@@ -74,6 +78,8 @@ def backbones(tmp_path_factory) -> dict[str, str]:
     tok = _tokenizer()
     v = len(tok)
     ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    # no dropout anywhere, so train-mode computations (gradient checkpointing) are deterministic
+    bert_like = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     models = {
         "roberta": RobertaForMaskedLM(
             RobertaConfig(
@@ -83,11 +89,34 @@ def backbones(tmp_path_factory) -> dict[str, str]:
                 num_attention_heads=2,
                 intermediate_size=32,
                 max_position_embeddings=48,
+                **bert_like,
+                **ids,
+            )
+        ),
+        "bert": BertForMaskedLM(
+            BertConfig(
+                vocab_size=v,
+                hidden_size=WIDTH,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=48,
+                **bert_like,
                 **ids,
             )
         ),
         "gpt2": GPT2LMHeadModel(
-            GPT2Config(vocab_size=v, n_embd=WIDTH, n_layer=2, n_head=2, n_positions=48, **ids)
+            GPT2Config(
+                vocab_size=v,
+                n_embd=WIDTH,
+                n_layer=2,
+                n_head=2,
+                n_positions=48,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                **ids,
+            )
         ),
         "bart": BartForConditionalGeneration(
             BartConfig(
@@ -102,7 +131,24 @@ def backbones(tmp_path_factory) -> dict[str, str]:
                 max_position_embeddings=64,
                 decoder_start_token_id=2,
                 forced_eos_token_id=None,
+                dropout=0.0,
+                attention_dropout=0.0,
+                activation_dropout=0.0,
                 **ids,
+            )
+        ),
+        "t5": T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=v,
+                d_model=WIDTH,
+                d_kv=8,
+                d_ff=32,
+                num_layers=1,
+                num_heads=2,
+                dropout_rate=0.0,
+                decoder_start_token_id=0,
+                pad_token_id=0,
+                eos_token_id=2,
             )
         ),
     }

@@ -109,6 +109,33 @@ def test_greedy_generation_follows_the_argmax_of_forward(routed_captioner):
     assert torch.equal(logits.argmax(-1)[keep], seqs[keep])
 
 
+def test_gradient_checkpointing_gives_the_same_gradients_with_backward_outside(model_cfg):
+    """A trainer calls backward() after the forward has left the visual context; recomputation must still
+    see the image (routed layers)."""
+    model = build_vl_model("caption", model_cfg, peft(routing="vl")).train()
+    randomize_peft(model)
+    batch = model.encode_captions(CAPTIONS)
+    visual = _visual(8)
+
+    def grads():
+        model.zero_grad()
+        model(**batch, visual=visual).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    assert model.hf.is_gradient_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_generation_longer_than_the_positions_is_refused(routed_captioner):
+    with pytest.raises(ValueError, match="positions"):
+        routed_captioner.generate(_visual(0), max_new_tokens=48)
+
+
 def test_blind_captioner_starts_from_bos_and_writes_one_caption(model_cfg):
     cfg = model_cfg.model_copy(update={"visual_prefix": False})
     model = build_vl_model("caption", cfg, peft()).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from vl_helpers import peft, randomize_peft
@@ -34,8 +35,18 @@ def test_task_prefix_and_targets(model_cfg):
     ]
 
 
-def test_loss_is_teacher_forced_cross_entropy_and_padding_does_not_move_the_image(model_cfg):
-    model = build_vl_model("generative", model_cfg, peft(routing="vl")).eval()
+def _model(model_cfg, backbones, family, **kw):
+    cfg = model_cfg.model_copy(update={"generative_backbone": backbones[family]})
+    model = build_vl_model("generative", cfg, peft(**kw)).eval()
+    assert model.family == family
+    return model
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_loss_is_teacher_forced_cross_entropy_and_padding_does_not_move_the_image(
+    model_cfg, backbones, family
+):
+    model = _model(model_cfg, backbones, family, routing="vl")
     randomize_peft(model)
     visual = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
     enc = model.encode_texts(["is there a red circle in the image ?", "what shape ?"], task="vqa")
@@ -55,8 +66,9 @@ def test_loss_is_teacher_forced_cross_entropy_and_padding_does_not_move_the_imag
     assert not torch.allclose(other, out.logits)
 
 
-def test_generation_greedy_and_beam_with_routing(model_cfg):
-    model = build_vl_model("generative", model_cfg, peft(routing="vl")).eval()
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_generation_greedy_and_beam_with_routing(model_cfg, backbones, family):
+    model = _model(model_cfg, backbones, family, routing="vl")
     randomize_peft(model, seed=1)
     visual = torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(2))
     greedy = model.generate(visual, max_new_tokens=4)

@@ -45,9 +45,12 @@ def test_questions_are_encoded_with_cls_and_sep(model_cfg):
     assert enc["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
 
 
-def test_prefix_goes_through_the_embedding_module_once(model_cfg):
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_prefix_goes_through_the_embedding_module_once(model_cfg, backbones, family):
     """P6: a prefix equal to the <s> word embedding must give exactly the HF model on [<s>, <s>, …]."""
-    model = build_vl_model("vqa", model_cfg, peft(method="frozen"), n_answers=N_ANS).eval()
+    cfg = model_cfg.model_copy(update={"vqa_backbone": backbones[family]})
+    model = build_vl_model("vqa", cfg, peft(method="frozen"), n_answers=N_ANS).eval()
+    assert model.family == family
     enc = model.encode_questions(QUESTIONS)
     cls_id = model.tokenizer.cls_token_id
     word = model.hf.get_input_embeddings().weight[cls_id].detach()
@@ -164,3 +167,25 @@ def test_head_is_two_layers_with_layernorm():
 def test_vqa_needs_n_answers(model_cfg):
     with pytest.raises(ConfigError, match="n_answers"):
         build_vl_model("vqa", model_cfg, peft())
+
+
+def test_config_errors_name_the_field(model_cfg, backbones, tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.vision: cannot load"):
+        build_vl_model("vqa", model_cfg.model_copy(update={"vision": str(tmp_path / "nope")}), peft(), 3)
+    with pytest.raises(ConfigError, match=r"model\.vqa_backbone: .*'gpt2' model"):
+        build_vl_model("vqa", model_cfg.model_copy(update={"vqa_backbone": backbones["gpt2"]}), peft(), 3)
+    with pytest.raises(ConfigError, match=r"model\.generative_backbone: not set"):
+        build_vl_model("generative", model_cfg.model_copy(update={"generative_backbone": None}), peft())
+    with pytest.raises(ConfigError, match="task 'nlvr' is unknown"):
+        build_vl_model("nlvr", model_cfg, peft())
+    blind = model_cfg.model_copy(update={"visual_prefix": False, "vision_tower": "lora"})
+    with pytest.raises(ConfigError, match="does not use the image"):
+        build_vl_model("vqa", blind, peft(), 3)
+
+
+def test_too_long_input_is_a_clear_error(model_cfg):
+    model = build_vl_model("vqa", model_cfg, peft(), n_answers=N_ANS)
+    ids = torch.ones(1, 47, dtype=torch.long)  # + 1 prefix > 48 - 1 (positions start after pad id 0)
+    with pytest.raises(ValueError, match="exceeds the 47 positions"):
+        model(ids, visual=torch.randn(1, 1, 16))
+    assert model(ids[:, :46], visual=torch.randn(1, 1, 16)).logits.shape == (1, N_ANS)  # fits exactly

@@ -6,7 +6,9 @@ Backbones are hub ids or local directories written by ``save_pretrained`` (the e
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +34,21 @@ BACKBONE_FIELD: dict[str, str] = {
 }
 
 
-def _quiet_transformers() -> None:
-    """Silence load reports and progress bars: expected keys (e.g. the MLM head) are dropped on purpose."""
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence load reports and progress bars while loading (expected keys, e.g. the MLM head, are dropped
+    on purpose); the previous verbosity comes back afterwards."""
     from transformers.utils import logging as hf_logging
 
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_config(name_or_path: str, field: str) -> Any:
@@ -72,13 +83,13 @@ def load_language_backbone(task: str, name_or_path: str) -> nn.Module:
             f"{field}: {name_or_path!r} is a {config.model_type!r} model; task {task!r} needs one of "
             f"{', '.join(TASK_FAMILIES[task])}"
         )
-    _quiet_transformers()
-    if task == "vqa":
-        kwargs = {"add_pooling_layer": False} if config.model_type in ("roberta", "bert") else {}
-        return AutoModel.from_pretrained(name_or_path, **kwargs)
-    if task == "caption":
-        return AutoModelForCausalLM.from_pretrained(name_or_path)
-    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    with quiet_transformers():
+        if task == "vqa":
+            kwargs = {"add_pooling_layer": False} if config.model_type in ("roberta", "bert") else {}
+            return AutoModel.from_pretrained(name_or_path, **kwargs)
+        if task == "caption":
+            return AutoModelForCausalLM.from_pretrained(name_or_path)
+        return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
 
 
 def load_tokenizer(name_or_path: str, field: str) -> Any:

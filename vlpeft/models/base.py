@@ -167,6 +167,27 @@ class VLModel(nn.Module):
                 return int(t.shape[0])
         raise ValueError("cannot tell the batch size: pass visual features, pixel_values or input_ids")
 
+    def check_length(self, length: int, what: str = "sequence") -> None:
+        """Refuse inputs longer than the LM's learned positions (HF would fail with an index error)."""
+        limit = getattr(self.hf.config, "max_position_embeddings", None)
+        if limit is None or self.family in ("t5", "mt5"):  # relative positions: no hard limit
+            return
+        if self.family in ("roberta", "xlm-roberta", "camembert"):
+            limit -= int(self.hf.config.pad_token_id or 0) + 1  # positions start after the padding index
+        if length > limit:
+            raise ValueError(
+                f"{what} of {length} positions (visual prefix + text) exceeds the {limit} positions of "
+                f"{self.lm_path!r}; shorten the text (data.max_*_tokens, max_new_tokens) or use pooled "
+                "visual features"
+            )
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing in the LM; routed layers recompute with their forward-time visual context,
+        so ``backward()`` may run outside the model's forward (as a trainer does)."""
+        from vlpeft.tuners import checkpoint_kwargs
+
+        self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs())
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -70,6 +70,7 @@ class Captioner(VLModel):
         s = start.shape[1]
         embeds = torch.cat([start, self.hf.get_input_embeddings()(input_ids)], dim=1)
         mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], s), attention_mask], dim=1)
+        self.check_length(embeds.shape[1])
         with self.routing_context(x_v):
             out = self.hf(inputs_embeds=embeds, attention_mask=mask)
         logits = out.logits[:, s - 1 : s - 1 + input_ids.shape[1]]
@@ -126,6 +127,7 @@ class Captioner(VLModel):
         batch = batch_size or self.batch_size(x_v, visual, pixel_values)
         start = self.start_embeds(x_v, batch)
         mask = torch.ones(start.shape[:2], dtype=torch.long, device=start.device)
+        self.check_length(start.shape[1] + max_new_tokens, "prefix + generated caption")
         with self.routing_context(x_v):
             return self.hf.generate(
                 inputs_embeds=start,

@@ -78,8 +78,10 @@ class GenerativeVL(VLModel):
             attention_mask = torch.ones_like(input_ids)
         x_v = self.encode_visual(visual, pixel_values)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        self.check_length(embeds.shape[1], "encoder input")
         if labels is not None:
             labels = labels.contiguous()  # HF's loss uses .view on the labels
+            self.check_length(labels.shape[1], "target")
         with self.routing_context(x_v):
             out = self.hf(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         return VLOutput(loss=out.loss, logits=out.logits)
@@ -108,6 +110,8 @@ class GenerativeVL(VLModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        self.check_length(embeds.shape[1], "encoder input")
+        self.check_length(max_new_tokens + 1, "generated text")
         with self.routing_context(x_v):
             return self.hf.generate(
                 inputs_embeds=embeds,

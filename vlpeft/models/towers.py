@@ -25,12 +25,12 @@ def vision_peft_config(model_cfg: ModelConfig, peft_cfg: PeftConfig) -> PeftConf
 
 def load_vision_encoder(model_cfg: ModelConfig, peft_cfg: PeftConfig, pooling: str = "cls") -> nn.Module:
     """The ``VisionEncoder`` of ``model.vision`` with ``model.vision_tower`` trainability applied."""
-    from vlpeft.models.backbones import _quiet_transformers
+    from vlpeft.models.backbones import quiet_transformers
     from vlpeft.models.vision import VisionEncoder
     from vlpeft.tuners import apply_peft
 
-    _quiet_transformers()
-    encoder = VisionEncoder.from_pretrained(model_cfg.vision, pooling=pooling)
+    with quiet_transformers():
+        encoder = VisionEncoder.from_pretrained(model_cfg.vision, pooling=pooling)
     encoder.requires_grad_(False)
     mode = model_cfg.vision_tower
     if mode == "full":

@@ -77,6 +77,7 @@ class VqaClassifier(VLModel):
             embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)
             ones = attention_mask.new_ones(attention_mask.shape[0], prefix.shape[1])
             mask = torch.cat([ones, attention_mask], dim=1)
+        self.check_length(embeds.shape[1])
         with self.routing_context(x_v):
             hidden = self.hf(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         logits = self.head(hidden[:, 0].to(self.head[0].weight.dtype))
