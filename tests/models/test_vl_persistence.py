@@ -89,7 +89,7 @@ def _images(n: int) -> list[Image.Image]:
     return [Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
 
 
-@pytest.mark.parametrize("tower", ["frozen", "lora", "full"])
+@pytest.mark.parametrize("tower", ["frozen", "lora", "adapter", "full"])
 def test_vision_encoder_in_the_loop(model_cfg, tower, tmp_path):
     cfg = model_cfg.model_copy(update={"vision_tower": tower})
     model = build_vl_model("vqa", cfg, peft(routing="add"), n_answers=3, with_vision=True)
@@ -106,6 +106,9 @@ def test_vision_encoder_in_the_loop(model_cfg, tower, tmp_path):
     elif tower == "lora":
         assert vision_trainable and all(".lora_" in n or "layernorm" in n for n in vision_trainable)
         assert not any(isinstance(m, RoutedLoraLinear) for m in model.vision.modules())
+    elif tower == "adapter":
+        assert vision_trainable and all(".adapter." in n or "layernorm" in n for n in vision_trainable)
+        assert all(m.routing == "none" for m in model.vision.modules() if isinstance(m, BottleneckAdapter))
     else:
         assert vision_trainable == {n for n, _ in model.vision.named_parameters()}
     # pixels through the model = its own features through the model

@@ -2,7 +2,8 @@
 
 "Whole model" = language backbone + PEFT modules + head + projection + the vision encoder. When the encoder
 is not attached (features precomputed), its parameters are counted from its safetensors checkpoint headers
-(no weights loaded), so the percentage means the same thing either way.
+(no weights loaded), so the percentage means the same thing either way. The blind model (no image at all)
+has no vision encoder to count. Tied weights (GPT-2's LM head = token embedding) count once.
 """
 
 from __future__ import annotations
