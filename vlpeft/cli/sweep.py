@@ -1,5 +1,49 @@
-"""CLI commands of the `sweep` group (see vlpeft/cli/__init__.py for the rules)."""
+"""``vlpeft sweep``: Optuna search over rank × routing type for one task (see ``params.sweep``)."""
 
 from __future__ import annotations
 
-from vlpeft.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.cli import app
+from vlpeft.cli.common import ParamsOption, SetOption, load
+
+
+@app.command("sweep")
+def sweep(
+    task: Annotated[str, typer.Option("--task", help="vqa or caption")],
+    data: Annotated[Path, typer.Option("--data", help="dataset root (data synth / data prepare output)")],
+    features: Annotated[Path, typer.Option("--features", help="feature store directory")],
+    out: Annotated[Path, typer.Option("--out", help="output directory of the sweep")],
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="override sweep.n_trials")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds (sweep.timeout)")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="override sweep.workers")] = None,
+    params: ParamsOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Find the best rank and routing type of a task; write best_params.json, table.md and plots to --out."""
+    from vlpeft.errors import ConfigError
+
+    if task not in ("vqa", "caption"):
+        raise ConfigError(f"--task {task!r}: expected vqa or caption")
+    cfg = load(params, sets)
+    from vlpeft.sweep.run import run_sweep
+
+    summary = run_sweep(
+        cfg,
+        task,
+        data,
+        features,
+        out,
+        n_trials=n_trials,
+        timeout=timeout,
+        workers=workers,  # type: ignore[arg-type]
+    )
+    best = summary["best"]
+    typer.echo(
+        f"sweep {summary['study_name']}: {summary['states']}; "
+        f"best trial {best['number']} value {best['value']:.4f} "
+        f"(routing {best['routing']}, rank {best['rank']}) -> {out / 'best_params.json'}"
+    )

@@ -1,0 +1,278 @@
+"""``run_sweep``: create the study, start and supervise worker processes, write the sweep's outputs.
+
+Order matters for safe parallelism: the storage schema, the study and its queue of trial slots (and the
+MLflow parent run) exist before any worker starts; workers only ever load them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from vlpeft.config import Params, Task
+from vlpeft.errors import ConfigError, TrainingError
+from vlpeft.io import write_json, write_text
+from vlpeft.sweep import report
+from vlpeft.sweep.space import queue_plan
+from vlpeft.sweep.storage import (
+    open_storage,
+    prepare_study,
+    recover_worker_trials,
+    redact,
+    resolve_storage,
+    worker_id,
+)
+from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, THREAD_ENV, WorkerSpec
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _launch(spec: WorkerSpec, spec_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    spec.save(spec_path)
+    env = {**os.environ, **{k: str(spec.threads) for k in THREAD_ENV}}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vlpeft.sweep.worker", str(spec_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
+        )  # fmt: skip
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def supervise(
+    study: optuna.Study,
+    specs: list[WorkerSpec],
+    work_dir: Path,
+    max_retry: int,
+    poll_seconds: float = 0.5,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run one process per spec until all have exited; recover and replace workers that die.
+
+    A worker that exits abnormally has its RUNNING trials failed and retried (``recover_worker_trials``) and,
+    while queued trials remain and the deadline has not passed, is replaced (at most ``max_retry`` times
+    per worker slot). Returns counts of exits and respawns.
+    """
+    procs = {
+        i: _launch(s, work_dir / f"worker-{i}.json", work_dir / f"worker-{i}.log")
+        for i, s in enumerate(specs)
+    }
+    respawns = {i: 0 for i in procs}
+    crashed: list[str] = []
+    while procs:
+        time.sleep(poll_seconds)
+        if progress is not None:
+            progress(study)
+        for i, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del procs[i]
+            if code == 0:
+                continue
+            log = work_dir / f"worker-{i}.log"
+            crashed.append(f"worker {i} exit {code}: {_tail(log, 2)}")
+            recover_worker_trials(study, worker_id(proc.pid), max_retry)
+            deadline = specs[i].deadline
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if waiting and respawns[i] < max_retry and (deadline is None or time.time() < deadline):
+                respawns[i] += 1
+                procs[i] = _launch(specs[i], work_dir / f"worker-{i}.json", log)
+    return {"crashed": crashed, "respawns": sum(respawns.values())}
+
+
+def _progress_printer(total: int) -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="sweep trials", unit="trial", leave=True)
+
+    def update(study: optuna.Study) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED)
+        bar.update(max(0, done - bar.n))
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def run_sweep(
+    params: Params,
+    task: Task,
+    data_root: str | Path,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int | None = None,
+    train_fn: str = DEFAULT_TRAIN_FN,
+    poll_seconds: float = 0.5,
+    optuna_plots: bool = True,
+) -> dict[str, Any]:
+    """Run the sweep of ``task`` and write its outputs to ``out_dir``; return the summary.
+
+    ``train_fn`` (``"module:function"``) is the injected train function with the "Trainer" contract's
+    signature; ``n_trials`` / ``timeout`` / ``workers`` override ``params.sweep``. Outputs:
+    ``best_params.json``, ``table.md``, ``routing_rank.png``, ``optimization_history.png``,
+    ``param_importances.png`` (when drawable), ``intermediate_values.png``, ``trials.json``, ``trials.csv``,
+    ``summary.json``; worker specs and logs under ``workers/``. ``optuna_plots=False`` skips Optuna's plots.
+    """
+    sweep = params.sweep
+    if task not in ("vqa", "caption"):
+        raise ConfigError(f"--task {task!r}: expected vqa or caption")
+    n = n_trials or sweep.n_trials
+    n_workers = workers or sweep.workers
+    timeout = timeout if timeout is not None else sweep.timeout
+    if n < 1 or n_workers < 1 or (timeout is not None and timeout <= 0):
+        raise ConfigError(f"sweep: n_trials {n}, workers {n_workers} and timeout {timeout} must be positive")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = resolve_storage(sweep.storage, out)
+    study_name = sweep.study_name or f"vlpeft-{task}"
+
+    storage = open_storage(storage_url, sweep)
+    queued = prepare_study(storage, study_name, sweep, task, queue_plan(sweep, n, params.task(task).seed))
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    parent, uri = None, None
+    if params.tracking.enabled:
+        from vlpeft.sweep.trial_tracking import open_parent_run
+        from vlpeft.tracking.preflight import check_tracking, tracking_uri
+
+        uri = check_tracking(tracking_uri())
+        parent = open_parent_run(params, task, study_name, redact(storage_url), uri)
+
+    threads = sweep.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
+    deadline = time.time() + timeout if timeout is not None else None
+    from vlpeft.config import params_to_dict
+
+    specs = [
+        WorkerSpec(
+            storage=storage_url,
+            study_name=study_name,
+            task=task,
+            params=params_to_dict(params),
+            data_root=str(Path(data_root).resolve()),
+            features_dir=str(Path(features_dir).resolve()),
+            out_dir=str(out),
+            train_fn=train_fn,
+            worker_index=i,
+            threads=threads,
+            deadline=deadline,
+            mlflow_uri=uri,
+            mlflow_experiment=params.tracking.experiment,
+            parent_run_id=parent.run_id if parent is not None else None,
+        )
+        for i in range(n_workers)
+    ]
+    progress = _progress_printer(n)
+    failed = True
+    try:
+        exits = supervise(study, specs, out / "workers", sweep.max_retry, poll_seconds, progress)
+        summary = write_outputs(
+            study, params, task, out, storage_url, queued, exits, uri, parent, optuna_plots
+        )
+        failed = False
+    finally:
+        progress.close()
+        if parent is not None:
+            from vlpeft.sweep.trial_tracking import close_parent_run
+
+            close_parent_run(parent, failed=failed)
+    if summary["best"] is None:
+        reasons = [r["fail_reason"] for r in report_records(study) if r.get("fail_reason")]
+        why = f"; first failure: {reasons[0]}" if reasons else ""
+        logs = out / "workers"
+        raise TrainingError(
+            f"sweep {study_name}: no trial completed ({summary['states']}){why} (logs: {logs})"
+        )
+    return summary
+
+
+def report_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial of the study as a record (see ``report.trial_record``)."""
+    return [report.trial_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def write_outputs(
+    study: optuna.Study,
+    params: Params,
+    task: Task,
+    out: Path,
+    storage_url: str,
+    queued: int,
+    exits: dict[str, Any],
+    uri: str | None = None,
+    parent: Any = None,
+    optuna_plots: bool = True,
+) -> dict[str, Any]:
+    """Write every output file of a finished sweep (and log them to the parent run); return the summary."""
+    sweep = params.sweep
+    maximize = sweep.direction == "maximize"
+    trials = study.get_trials(deepcopy=False)
+    records = report_records(study)
+    report.write_records(out, records)
+    routings, ranks = list(sweep.routing), list(sweep.rank)
+    title = f"{task}: routing × rank ({study.study_name})"
+    write_text(out / "table.md", report.table_markdown(records, routings, ranks, title, maximize))
+    report.write_heatmap(out / "routing_rank.png", records, routings, ranks, title, maximize)
+    plots, skipped = report.write_optuna_plots(study, out) if optuna_plots else ([], {"all": "not asked for"})
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    if best is not None:
+        write_json(out / "best_params.json", report.best_params(task, best))
+    states = {
+        s.name: sum(1 for t in trials if t.state == s)
+        for s in TrialState
+        if any(t.state == s for t in trials)
+    }
+    closed = 0
+    if uri is not None:
+        from vlpeft.sweep.trial_tracking import close_orphan_runs
+
+        closed = close_orphan_runs(uri, trials)
+    summary = {
+        "task": task,
+        "study_name": study.study_name,
+        "storage": redact(storage_url),
+        "direction": sweep.direction,
+        "queued_now": queued,
+        "trials": len(trials),
+        "states": states,
+        "best": None if best is None else report.trial_record(best),
+        "best_params": None if best is None else report.best_params(task, best),
+        "plots": ["routing_rank.png", *plots],
+        "plots_skipped": skipped,
+        "workers": exits,
+        "mlflow_parent_run_id": getattr(parent, "run_id", None),
+        "mlflow_orphan_runs_closed": closed,
+    }
+    write_json(out / "summary.json", summary)
+    if parent is not None:
+        if best is not None:
+            parent.log_metrics({"best_value": float(best.value), "best_trial": float(best.number)})
+        parent.log_metrics({f"trials_{k.lower()}": float(v) for k, v in states.items()})
+        parent.set_tags({"best_trial": str(best.number) if best else "none"})
+        for name in (
+            "best_params.json",
+            "table.md",
+            "trials.json",
+            "trials.csv",
+            "summary.json",
+            *summary["plots"],
+        ):
+            if (out / name).exists():
+                parent.log_artifact(out / name, "sweep")
+    return summary
