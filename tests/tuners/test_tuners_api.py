@@ -44,3 +44,14 @@ def test_routed_layers_installed_and_need_visual_context(family, build):
 def test_unknown_family_without_targets_is_config_error():
     with pytest.raises(ConfigError, match="family 'nope'"):
         apply_peft(tiny_roberta(), PeftConfig(method="lora"), "nope")
+
+
+def test_peft_config_errors_name_key_and_allowed_values():
+    from vlpeft.config import params_from_dict
+
+    with pytest.raises(ConfigError, match=r"vqa\.peft\.routing.*'none', 'add', 'mul', 'mul_expand', 'vl'"):
+        params_from_dict({"vqa": {"peft": {"routing": "gate"}}}, "params.yaml")
+    with pytest.raises(ConfigError, match=r"caption\.peft\.adapter\.skipp: unknown key"):
+        params_from_dict({"caption": {"peft": {"adapter": {"skipp": True}}}}, "params.yaml")
+    with pytest.raises(ConfigError, match=r"vqa\.peft\.rank"):
+        params_from_dict({"vqa": {"peft": {"rank": 0}}}, "params.yaml")
