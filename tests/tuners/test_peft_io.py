@@ -40,6 +40,7 @@ CASES = [
     ("roberta", tiny_roberta, PeftConfig(method="adapter", rank=4, routing="vl_relu")),
     ("gpt2", tiny_gpt2, PeftConfig(method="adapter", rank=4, routing="add")),
     ("roberta", tiny_roberta, PeftConfig(method="full")),
+    ("roberta", tiny_roberta, PeftConfig(method="frozen")),
 ]
 
 
@@ -96,3 +97,30 @@ def test_save_refuses_unprepared_model(tmp_path):
     with pytest.raises(ValueError, match="apply_peft"):
         save_peft(tiny_roberta(), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_partial_adapter_file_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = apply_peft(tiny_roberta(), PeftConfig(method="adapter", rank=4), "roberta")
+    save_peft(model, tmp_path / "peft")
+    path = tmp_path / "peft" / "vlpeft_adapter.safetensors"
+    tensors = load_file(str(path))
+    dropped = next(n for n in tensors if ".adapter.up.weight" in n)
+    save_file({n: t for n, t in tensors.items() if n != dropped}, str(path))
+    with pytest.raises(DataError, match="are missing"):
+        load_peft(tiny_roberta(), tmp_path / "peft")
+
+
+def test_dead_lora_is_detected():
+    """Pitfall P10 guard: an all-zero LoRA A (skipped init) is an error, not a silently frozen model."""
+    from vlpeft.tuners.api import _check_lora_alive
+
+    model = apply_peft(tiny_roberta(), PeftConfig(rank=4), "roberta")
+    _check_lora_alive(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.zero_()
+    with pytest.raises(RuntimeError, match="all zeros"):
+        _check_lora_alive(model)

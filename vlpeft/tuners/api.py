@@ -201,14 +201,19 @@ def _read_state(peft_dir: Path) -> dict[str, Any]:
     return state
 
 
-def _load_into(model: nn.Module, path: Path, trainable: bool) -> None:
+def _load_into(model: nn.Module, path: Path, trainable: bool, required: str | None = None) -> None:
+    """Copy the tensors of ``path`` into ``model``; every parameter whose name contains ``required`` must be
+    in the file (a partial adapter file would otherwise leave random adapters behind silently)."""
     if not path.is_file():
         raise DataError(f"{path}: weights file not found")
     tensors = load_file(str(path))
     params = dict(model.named_parameters())
-    missing = sorted(set(tensors) - set(params))
-    if missing:
-        raise DataError(f"{path}: parameters {missing[:3]} do not exist in {type(model).__name__}")
+    unknown = sorted(set(tensors) - set(params))
+    if unknown:
+        raise DataError(f"{path}: parameters {unknown[:3]} do not exist in {type(model).__name__}")
+    absent = sorted(n for n in params if required is not None and required in n and n not in tensors)
+    if absent:
+        raise DataError(f"{path}: parameters {absent[:3]} are missing")
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
@@ -243,14 +248,14 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
         a = peft_cfg.adapter
         patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
         inject_adapters(model, patterns, peft_cfg.rank, peft_cfg.routing, a.activation, a.skip, a.init_std)
-        _load_into(model, peft_dir / "vlpeft_adapter.safetensors", is_trainable)
+        _load_into(model, peft_dir / "vlpeft_adapter.safetensors", is_trainable, required=".adapter.")
         if len(adapter_modules(model)) != len(state["adapted"]):
             raise DataError(
                 f"{peft_dir}: {len(state['adapted'])} adapters saved, the base model takes a different number"
             )
     elif method == "full":
         model = base_model
-        _load_into(model, peft_dir / "vlpeft_full.safetensors", is_trainable)
+        _load_into(model, peft_dir / "vlpeft_full.safetensors", is_trainable, required="")
     else:
         model = base_model
         model.requires_grad_(False)
