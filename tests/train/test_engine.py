@@ -274,3 +274,39 @@ def test_atomic_directory_write_keeps_old_copy_on_failure(tmp_path):
     (target / "trainer" / "state.json").write_text("{}")
     target.rename(tmp_path / ".ckpt.prev")
     assert find_checkpoint(target) == tmp_path / ".ckpt.prev"
+
+
+def test_prefetch_threads_give_bitwise_identical_training(tmp_path):
+    fit(build_model(), ToyData(), config(epochs=2), tmp_path / "a", validate=make_validate(), progress=False)
+    fit(build_model(), ToyData(), config(epochs=2, num_workers=2), tmp_path / "b", validate=make_validate(),
+        progress=False)  # fmt: skip
+    wa, wb = weights(tmp_path / "a" / "last"), weights(tmp_path / "b" / "last")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_prefetcher_order_errors_and_early_close():
+    from vlpeft.train.batches import Prefetcher
+
+    assert list(Prefetcher(iter(range(20)), 3)) == list(range(20))
+
+    def failing():
+        yield 1
+        raise ValueError("bad sample")
+
+    it = Prefetcher(failing(), 2)
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad sample"):
+        next(it)
+    with Prefetcher(iter(range(1000)), 2) as early:
+        assert next(early) == 0  # leaving early must not hang on the producer blocked on a full queue
+    assert not early._thread.is_alive()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    fit(build_model(), ToyData(), config(epochs=1), tmp_path, validate=make_validate(), progress=False)
+    with pytest.raises(TrainingError, match=r"cannot resume: config\.lr was 0\.01, now 0\.02"):
+        fit(build_model(), ToyData(), config(epochs=1, lr=2e-2), tmp_path, validate=make_validate(),
+            resume=True, progress=False)  # fmt: skip
+    # Settings that do not change the optimisation may differ.
+    fit(build_model(), ToyData(), config(epochs=1, num_workers=1, checkpoint_every=5), tmp_path,
+        validate=make_validate(), resume=True, progress=False)  # fmt: skip

@@ -49,6 +49,7 @@ class VisualSource:
 def check_store_encoder(store: Any, model: Any) -> None:
     """Refuse features made by another encoder or pooling than the model's: at predict time the model runs
     its own encoder on raw images, so stale features would train a model that predicts differently."""
+    from vlpeft.models.backbones import quiet_transformers
     from vlpeft.models.vision import VisionEncoder
 
     pooling = store.provenance.get("pooling")
@@ -57,7 +58,8 @@ def check_store_encoder(store: Any, model: Any) -> None:
             f"{store.dir}: features were pooled with {pooling!r}, but features.pooling is "
             f"{model.vision_pooling!r} (re-run `vlpeft features`)"
         )
-    encoder = VisionEncoder.from_pretrained(model.model_cfg.vision, pooling=model.vision_pooling)
+    with quiet_transformers():
+        encoder = VisionEncoder.from_pretrained(model.model_cfg.vision, pooling=model.vision_pooling)
     store.require(weights_sha256=encoder.weights_hash())
 
 

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vlpeft.config import TrainConfig
+from vlpeft.config import TrainConfig, flatten
 from vlpeft.errors import TrainingError
 from vlpeft.io import write_json
 from vlpeft.tracking.base import Tracker
 from vlpeft.train import sampler
+from vlpeft.train.batches import Prefetcher, Prepared, epoch_steps
 from vlpeft.train.checkpoint import (
     SaveModel,
     find_checkpoint,
@@ -72,6 +73,27 @@ class FitResult:
     resumed_from: dict[str, int] | None = None
     samples_per_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Settings that do not change the optimisation: they may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("checkpoint_every", "num_workers", "test_checkpoint")
+
+
+def run_fingerprint(cfg: TrainConfig, n: int) -> dict[str, Any]:
+    """What must be equal for a resumed run to continue the same optimisation."""
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+    # Not the world size: a global batch means the same on any number of processes.
+    return {"config": settings, "train_samples": n}
+
+
+def _check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    flat_saved, flat_now = flatten(saved), flatten(now)
+    for key in sorted(set(flat_saved) | set(flat_now)):
+        if flat_saved.get(key) != flat_now.get(key):
+            raise TrainingError(
+                f"{path}: cannot resume: {key} was {flat_saved.get(key)!r}, now {flat_now.get(key)!r} "
+                "(resume with the original params, or train again without --resume)"
+            )
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -157,11 +179,14 @@ def fit(
         "history": [],
         "best": None,
         "best_epoch": None,
+        "run": run_fingerprint(cfg, n),
     }
     resumed_from = None
     found = find_checkpoint(last_dir) if resume else None
     if found is not None:
-        state.update(load_checkpoint(found, model, optimizer, scheduler))
+        loaded = load_checkpoint(found, model, optimizer, scheduler)
+        _check_same_run(found, loaded.get("run", {}), state["run"])
+        state.update(loaded)
         resumed_from = {"epoch": state["epoch"], "batch": state["batch"], "global_step": state["global_step"]}
         if ctx.is_main:
             tqdm.write(f"resuming from {found}: epoch {state['epoch'] + 1}, batch {state['batch']}")
@@ -177,63 +202,52 @@ def fit(
         if ctx.is_main:
             save_checkpoint(last_dir, model, optimizer, scheduler, state, save_model)
 
+    progress_on = None if (progress and ctx.is_main) else True  # tqdm: None = only on a terminal
     rate_samples, rate_time = 0, 0.0
     model.train()
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         order = sampler.epoch_order(n, cfg.seed, epoch)
-        bar = tqdm(
-            total=steps,
-            initial=state["batch"],
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=None if (progress and ctx.is_main) else True,  # None: only on a terminal
-            leave=False,
-            dynamic_ncols=True,
+        start = state["batch"]
+        items = epoch_steps(
+            data, order, cfg.batch_size, start, steps, ctx.world_size, ctx.rank, cfg.grad_accum
         )
-        t0, seen0 = time.perf_counter(), 0
+        bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=progress_on,
+                   leave=False, dynamic_ncols=True)  # fmt: skip
+        t0, seen = time.perf_counter(), 0
         try:
-            for b in range(state["batch"], steps):
-                batch_idx = sampler.global_batch(order, b, cfg.batch_size)
-                loss, units, grad_norm = _step(
-                    train_model, data, batch_idx, cfg, ctx, device, params, optimizer, scheduler
-                )
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    what = "loss" if not math.isfinite(loss) else "gradient norm"
-                    found_ckpt = find_checkpoint(last_dir)
-                    kept = f"last good checkpoint kept at {found_ckpt}" if found_ckpt else "no checkpoint yet"
-                    raise TrainingError(
-                        f"{what} became {loss if what == 'loss' else grad_norm} at epoch {epoch + 1}, "
-                        f"step {state['global_step'] + 1}; training stopped ({kept}); try a lower lr"
+            with Prefetcher(items, cfg.num_workers) as prepared_steps:
+                for b, batch_idx, prepared in prepared_steps:
+                    loss, units, grad_norm = _step(
+                        train_model, prepared, cfg, ctx, device, params, optimizer, scheduler
                     )
-                state["global_step"] += 1
-                state["batch"] = b + 1
-                state["epoch_loss_sum"] += loss * units
-                state["epoch_units"] += units
-                state["epoch_samples"] += len(batch_idx)
-                seen0 += len(batch_idx)
-                elapsed = time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{loss:.4f}", samples_s=f"{seen0 / max(elapsed, 1e-9):.0f}", refresh=False
-                )
-                if tracker is not None and ctx.is_main and state["global_step"] % log_every == 0:
-                    lr = optimizer.param_groups[0]["lr"]
-                    step_metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
-                    tracker.log_metrics(step_metrics, step=state["global_step"])
-                if (
-                    cfg.checkpoint_every
-                    and state["global_step"] % cfg.checkpoint_every == 0
-                    and b + 1 < steps
-                ):
-                    checkpoint()
-                if on_step is not None:
-                    on_step(state["global_step"])
+                    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                        raise _non_finite(loss, grad_norm, epoch, state["global_step"], last_dir)
+                    state["global_step"] += 1
+                    state["batch"] = b + 1
+                    state["epoch_loss_sum"] += loss * units
+                    state["epoch_units"] += units
+                    state["epoch_samples"] += len(batch_idx)
+                    seen += len(batch_idx)
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}", refresh=False)
+                    if tracker is not None and ctx.is_main and state["global_step"] % log_every == 0:
+                        lr = optimizer.param_groups[0]["lr"]
+                        step_metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
+                        tracker.log_metrics(step_metrics, step=state["global_step"])
+                    every = cfg.checkpoint_every
+                    if every and state["global_step"] % every == 0 and b + 1 < steps:
+                        checkpoint()
+                    if on_step is not None:
+                        on_step(state["global_step"])
         finally:
             bar.close()  # also on errors: no stale bar above the error line
-        rate_samples += seen0
-        rate_time += time.perf_counter() - t0
+        epoch_time = time.perf_counter() - t0
+        rate_samples += seen
+        rate_time += epoch_time
 
-        record = _end_of_epoch(model, validate, state, ctx, device)
+        record = _end_of_epoch(model, validate, state, ctx)
         if ctx.is_main and _improved(record["val_metric"], state["best"], greater_is_better):
             state["best"], state["best_epoch"] = record["val_metric"], epoch + 1
             _save_best(best_dir, model, save_model)
@@ -243,6 +257,7 @@ def fit(
             write_json(out_dir / "curves.json", state["history"])
             if tracker is not None:
                 epoch_metrics = {k: v for k, v in record.items() if k != "epoch"}
+                epoch_metrics["train/samples_per_s"] = seen / max(epoch_time, 1e-9)
                 tracker.log_metrics(epoch_metrics, step=state["global_step"])
             if report is not None:
                 report(epoch + 1, record["val_metric"])
@@ -260,10 +275,20 @@ def fit(
     )
 
 
+def _non_finite(loss: float, grad_norm: float, epoch: int, done_steps: int, last_dir: Path) -> TrainingError:
+    """The one-line error for a NaN/inf loss or gradient (raised before the optimizer step)."""
+    what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+    found = find_checkpoint(last_dir)
+    kept = f"last good checkpoint kept at {found}" if found else "no checkpoint yet"
+    return TrainingError(
+        f"{what} became {value} at epoch {epoch + 1}, step {done_steps + 1}; training stopped ({kept}); "
+        "try a lower lr"
+    )
+
+
 def _step(
     train_model: nn.Module,
-    data: TrainData,
-    batch_idx: list[int],
+    prepared: Prepared,
     cfg: TrainConfig,
     ctx: DistContext,
     device: torch.device,
@@ -271,24 +296,14 @@ def _step(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> tuple[float, float, float]:
-    """One optimizer step over one global batch; returns (mean loss, loss units, gradient norm)."""
-    micro = sampler.rank_micro_batches(batch_idx, ctx.world_size, ctx.rank, cfg.grad_accum)
-    batches: list[tuple[Batch, float]] = []
-    for idx in micro:
-        if idx:
-            b = data.batch(idx)
-            batches.append((b, float(data.units(b))))
-        elif ctx.enabled:
-            # Every DDP rank must run the same number of backward passes: an empty share becomes one
-            # real sample with weight 0 (its gradient is exactly zero).
-            batches.append((data.batch(batch_idx[:1]), 0.0))
-    local_units = sum(u for _, u in batches)
+    """One optimizer step over this rank's prepared micro-batches; returns (mean loss, units, grad norm)."""
+    local_units = sum(u for _, u in prepared)
     (total_units,) = all_reduce_sum([local_units], ctx, device)
     if total_units <= 0:
         raise TrainingError("a training batch has no supervised positions (all labels are padding)")
     local_loss = 0.0
-    for i, (b, u) in enumerate(batches):
-        sync = not ctx.enabled or i == len(batches) - 1
+    for i, (b, u) in enumerate(prepared):
+        sync = not ctx.enabled or i == len(prepared) - 1
         no_sync = contextlib.nullcontext() if sync else train_model.no_sync()
         with no_sync, _autocast(device, cfg.bf16):
             out = train_model(**_to_device(b, device))
@@ -307,7 +322,7 @@ def _step(
 
 
 def _end_of_epoch(
-    model: nn.Module, validate: Validate, state: dict[str, Any], ctx: DistContext, device: torch.device
+    model: nn.Module, validate: Validate, state: dict[str, Any], ctx: DistContext
 ) -> dict[str, float]:
     """Validate on rank 0, append the epoch's record to the history and return it."""
     record: dict[str, float] = {
