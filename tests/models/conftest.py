@@ -57,6 +57,16 @@ def _vit(path: Path, width: int) -> None:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are fastest on one thread; with 2 threads on a loaded 2-core machine OpenMP barriers made
+    a 1 ms training step take ~1 s. Restored afterwards (the setting is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory) -> dict[str, str]:
     """Paths of tiny saved backbones: vit, vit24, roberta, gpt2, bart (each with the tokenizer beside it)."""

@@ -189,3 +189,26 @@ def test_too_long_input_is_a_clear_error(model_cfg):
     with pytest.raises(ValueError, match="exceeds the 47 positions"):
         model(ids, visual=torch.randn(1, 1, 16))
     assert model(ids[:, :46], visual=torch.randn(1, 1, 16)).logits.shape == (1, N_ANS)  # fits exactly
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_prefix_model_learns_an_image_only_task_the_blind_model_cannot(model_cfg, prefix):
+    """The answer is which of 3 images was shown and the question is always the same: with the image the
+    model learns it, the blind model stays at the 1/3 prior."""
+    torch.manual_seed(0)
+    cfg = model_cfg.model_copy(update={"visual_prefix": prefix})
+    model = build_vl_model("vqa", cfg, peft(), n_answers=3).train()
+    protos = torch.randn(3, 1, 16, generator=torch.Generator().manual_seed(1)) * 3
+    labels = torch.arange(6) % 3
+    batch = {
+        **model.encode_questions(["what is it ?"] * 6),
+        "visual": protos[labels],
+        "targets": F.one_hot(labels, 3).float(),
+    }
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    accuracy = (model.eval().predict(**batch) == labels).float().mean().item()
+    assert accuracy == 1.0 if prefix else accuracy <= 1 / 3 + 1e-6
