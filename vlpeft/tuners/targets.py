@@ -28,17 +28,24 @@ LORA_TARGETS: dict[str, list[str]] = {
     "bart": ["q_proj", "v_proj"],
     "mbart": ["q_proj", "v_proj"],
     "t5": ["q", "v"],
+    "mt5": ["q", "v"],
+    "camembert": _BERT_LIKE_LORA,
 }
+
+_BART_ADAPTER = {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"}
+_T5_ADAPTER = {"attention": r"\.(SelfAttention|EncDecAttention)\.o$", "ffn": r"\.DenseReluDense\.wo$"}
 
 ADAPTER_POSITIONS: dict[str, dict[str, str]] = {
     "bert": _BERT_LIKE_ADAPTER,
     "roberta": _BERT_LIKE_ADAPTER,
     "xlm-roberta": _BERT_LIKE_ADAPTER,
+    "camembert": _BERT_LIKE_ADAPTER,
     "vit": {"attention": r"\.attention\.o_proj$", "ffn": r"\.mlp\.fc2$"},
     "gpt2": {"attention": r"\.attn\.c_proj$", "ffn": r"\.mlp\.c_proj$"},
-    "bart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
-    "mbart": {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"},
-    "t5": {"attention": r"\.(SelfAttention|EncDecAttention)\.o$", "ffn": r"\.DenseReluDense\.wo$"},
+    "bart": _BART_ADAPTER,
+    "mbart": _BART_ADAPTER,
+    "t5": _T5_ADAPTER,
+    "mt5": _T5_ADAPTER,
 }
 
 
