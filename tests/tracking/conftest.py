@@ -105,3 +105,79 @@ def tracking_uri(request, tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+# ------------------------------------------------------------------------------------ tiny trained models
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tiny_world, tmp_path_factory) -> dict[str, Path]:
+    """Tiny untrained backbones (vit, roberta, gpt2; width 16) and a pooled feature store of the tiny world.
+
+    Built with the same builders as ``vlpeft pretrain`` / ``vlpeft features``, without the training.
+    """
+    import torch
+
+    from vlpeft.config import PretrainConfig, TextPretrainConfig, VitPretrainConfig
+    from vlpeft.data.features import extract_features
+    from vlpeft.data.images import image_table
+    from vlpeft.models.vision import VisionEncoder
+    from vlpeft.pretrain.run import read_corpus
+    from vlpeft.pretrain.text import build_gpt2, build_roberta
+    from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
+    from vlpeft.pretrain.vit import build_image_processor, build_vit
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tracking_backbones")
+    cfg = PretrainConfig(
+        width=16, layers=1, heads=2, ffn=32,
+        vit=VitPretrainConfig(image_size=32, patch_size=16), text=TextPretrainConfig(max_positions=40),
+    )  # fmt: skip
+    tok = train_word_tokenizer(read_corpus(Path(tiny_world)))
+    paths = {name: root / name for name in ("vit", "roberta", "gpt2", "features")}
+    build_vit(cfg).save_pretrained(paths["vit"])
+    build_image_processor(cfg).save_pretrained(paths["vit"])
+    for name, build in (("roberta", build_roberta), ("gpt2", build_gpt2)):
+        wrapped = wrap_tokenizer(tok, name)
+        build(cfg, wrapped).save_pretrained(paths[name])
+        wrapped.save_pretrained(paths[name])
+    extract_features(
+        VisionEncoder.from_pretrained(str(paths["vit"])), image_table(tiny_world), paths["features"]
+    )
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained_models(tiny_world, tiny_backbones, tmp_path_factory) -> dict[str, Path]:
+    """Real tiny models trained by ``train_task``: ``vqa_none`` (1 epoch), ``vqa_mul`` (2 epochs, ``mul``
+    routing) and ``caption`` (1 epoch, ``vl``; test scoring skipped: METEOR's JVM costs ~10 s).
+
+    Each value is the run's out dir: ``best/`` (a save_vl_model dir), ``metrics.json``, ``curves.json``.
+    """
+    from vlpeft.config import params_from_dict
+    from vlpeft.train.run import train_task
+
+    root = tmp_path_factory.mktemp("trained")
+    train = {"batch_size": 16, "seed": 3, "lr": 1e-2, "peft": {"rank": 4, "alpha": 4.0}}
+    base = {
+        "model": {k: str(tiny_backbones[v]) for k, v in
+                  (("vision", "vit"), ("vqa_backbone", "roberta"), ("caption_backbone", "gpt2"))},
+        "evaluate": {"batch_size": 16, "max_new_tokens": 6, "spice": "off"},
+        "data": {"max_caption_tokens": 12},
+    }  # fmt: skip
+    runs = (
+        ("vqa_none", "vqa", {"epochs": 1, "peft": {**train["peft"], "routing": "none"}}),
+        ("vqa_mul", "vqa", {"epochs": 2, "peft": {**train["peft"], "routing": "mul"}}),
+        (
+            "caption",
+            "caption",
+            {"epochs": 1, "val_cider_images": 0, "peft": {**train["peft"], "routing": "vl"}},
+        ),
+    )
+    out = {}
+    for key, task, section in runs:
+        params = params_from_dict({**base, task: {**train, **section}}, "tracking test params")
+        out[key] = root / key
+        train_task(params, task, tiny_world, tiny_backbones["features"], out[key], progress=False,
+                   evaluate_test=task == "vqa")  # fmt: skip
+    return out

@@ -1,5 +1,113 @@
-"""CLI commands of the `registry` group (see vlpeft/cli/__init__.py for the rules)."""
+"""``vlpeft register`` and ``vlpeft registry review|promote``: the MLflow model registry.
+
+``register`` logs a trained model (a ``save_vl_model`` dir) as a pyfunc and registers it (alias
+``challenger``; also ``champion`` when there is none yet). ``registry review`` writes an HTML report and a
+Markdown summary with the challenger beside the champion; ``registry promote`` moves ``champion``.
+"""
 
 from __future__ import annotations
 
-from vlpeft.cli import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.cli import app
+from vlpeft.cli.common import ParamsOption, SetOption, load
+
+registry_app = typer.Typer(
+    name="registry", help="Review and promote registered models (MLflow registry).", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+
+
+@app.command("register")
+def register(
+    task: Annotated[str, typer.Option(help="vqa or caption")],
+    model: Annotated[Path, typer.Option(help="trained model dir (save_vl_model, e.g. models/vqa/best)")],
+    metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of this model")],
+    name: Annotated[str | None, typer.Option(help="registered model name (default: params registry)")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="training history (JSON/CSV records per epoch) for the curves")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="write the registered version as JSON here")] = None,
+    params: ParamsOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Register a trained model as a pyfunc with its metrics, method, routing, rank, data and code version."""
+    from vlpeft.errors import ConfigError
+    from vlpeft.io import read_json, write_json
+
+    cfg = load(params, sets)
+    if task not in ("vqa", "caption"):
+        raise ConfigError(f"--task: expected 'vqa' or 'caption', got {task!r}")
+    name = name or (cfg.registry.vqa_name if task == "vqa" else cfg.registry.caption_name)
+    if not cfg.tracking.enabled:
+        typer.echo(f"tracking.enabled is false: {name} not registered")
+        if out:
+            write_json(out, {"name": name, "registered": False})
+        return
+    from vlpeft.tracking.packaging import read_meta
+    from vlpeft.tracking.registry import model_param_report, read_history, register_model
+
+    read_meta(model)  # a wrong --model is a one-line error before anything is logged
+    result = register_model(
+        task,
+        model,
+        read_json(metrics, "metrics file"),
+        name,
+        experiment=cfg.tracking.experiment,
+        history=read_history(history) if history else None,
+        param_report=model_param_report(model),
+    )
+    typer.echo(f"registered {result.name} version {result.version} (aliases: {', '.join(result.aliases)})")
+    if out:
+        record = {"name": result.name, "version": result.version, "aliases": result.aliases}
+        write_json(out, {**record, "run_id": result.run_id, "source": result.source, "registered": True})
+
+
+@registry_app.command("review")
+def review(
+    model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa")],
+    out: Annotated[Path, typer.Option(help="directory for review.html, review.md, review.json")],
+    data: Annotated[
+        Path | None, typer.Option(help="data root for sample images (default: <data.root>/<data.source>)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="split the samples come from")] = "test",
+    samples: Annotated[
+        int | None, typer.Option(help="number of samples (default: registry.review_samples)")
+    ] = None,
+    params: ParamsOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Write an HTML report and a Markdown summary: challenger beside champion."""
+    from vlpeft.tracking.report import verdict, write_review
+    from vlpeft.tracking.review import gather_review
+
+    cfg = load(params, sets)
+    root = data if data is not None else Path(cfg.data.root) / cfg.data.source
+    n = cfg.registry.review_samples if samples is None else samples
+    result = gather_review(model, data_root=root if root.exists() and n > 0 else None, split=split, samples=n)
+    paths = write_review(result, out)
+    typer.echo(verdict(result))
+    typer.echo(f"wrote {paths['html']} and {paths['markdown']}")
+
+
+@registry_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa")],
+) -> None:
+    """Move the ``champion`` alias to the ``challenger`` version and report what changed."""
+    from vlpeft.tracking.registry import promote as do_promote
+
+    result = do_promote(model)
+    if not result["changed"]:
+        typer.echo(
+            f"{model}: champion is already version {result['champion']} (the challenger); nothing changed"
+        )
+        return
+    typer.echo(f"{model}: champion moved from version {result['previous_champion']} to {result['champion']}")
+    for key, (old, new) in sorted(result["metrics"].items()):
+        typer.echo(f"  {key}: {old:g} -> {new:g} ({new - old:+.4g})")
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "metrics"}))

@@ -1,0 +1,337 @@
+"""MLflow model registry: register a trained model as a pyfunc, read versions by alias, promote.
+
+A registered version carries tags ``task``, ``method``, ``routing``, ``rank``, ``metric.<name>``,
+``trainable_params``, ``data_version`` (DVC hash), ``code_version`` (git commit) and ``run_id``; aliases are
+``challenger`` (the newest registration) and ``champion`` (the one in use; set on the first registration,
+then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlpeft.errors import TrackingError
+from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, tracking_uri
+from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_dirty
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+# Headline metrics stored as version tags (all numeric metrics go to the run).
+TAG_METRICS = ("overall", "perAnswerType.", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+
+
+@dataclass
+class VersionInfo:
+    """One registered model version as the review and the CLI need it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a registered model (explicit: MLflow's inference costs seconds per model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["mlflow", "torch", "transformers", "peft", "tokenizers", "safetensors", "pillow", "numpy"]
+    names += ["pandas", "pydantic", "pyyaml"]
+    reqs = []
+    for name in names:
+        try:
+            reqs.append(f"{name}=={version(name).split('+')[0]}")  # '2.13.0+cpu' is not a pip pin
+        except PackageNotFoundError:
+            reqs.append(name)
+    return reqs
+
+
+def numeric_metrics(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a metrics JSON as ``{"perAnswerType.yes/no": 71.2, ...}`` (null/text skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(numeric_metrics(value, f"{prefix}{key}."))
+    elif isinstance(data, bool):
+        pass
+    elif isinstance(data, int | float):
+        out[prefix[:-1]] = float(data)
+    return out
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numeric metrics of a metrics JSON; the official test metrics of ``train_task``'s file come unprefixed.
+
+    ``{"test": {"overall": 71.0, ...}, "val": {"best": ...}}`` gives ``overall``, ``val.best``, ...; an
+    ``evaluate`` output (``{"overall": ..., "perAnswerType": {...}}`` or ``{"CIDEr": ...}``) stays as it is.
+    """
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    if not isinstance(test, dict):
+        return numeric_metrics(metrics)
+    rest = {k: v for k, v in metrics.items() if k != "test"}
+    return {**numeric_metrics(rest), **numeric_metrics(test)}
+
+
+def latest_run_id(client: Any, experiment: str, stage: str) -> str | None:
+    """The newest finished run of ``stage`` in ``experiment`` (the training run behind a registration)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _client(uri: str | None) -> tuple[Any, str]:
+    quiet_mlflow_env()
+    uri = check_tracking(uri or tracking_uri())
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _version_info(client: Any, mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        source=mv.source,
+        tags=dict(mv.tags or {}),
+        aliases=list(getattr(mv, "aliases", []) or []),
+    )
+
+
+def version_by_alias(name: str, alias: str, uri: str | None = None) -> VersionInfo | None:
+    """The version of ``name`` that ``alias`` points at, or None (no such model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    client, _ = _client(uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return _version_info(client, mv)
+
+
+def _stage_files(model_dir: Path, staging: Path) -> tuple[Path, Path]:
+    """The model package and a clean copy of the vlpeft source tree (code_paths) in ``staging``."""
+    import vlpeft
+    from vlpeft.tracking.packaging import package_model
+
+    package = package_model(model_dir, staging / "package")
+    code = staging / "code" / "vlpeft"
+    shutil.copytree(Path(vlpeft.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return package, code
+
+
+def _signature(task: str) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("string", "image")] + ([ColSpec("string", "question")] if task == "vqa" else [])
+    output = "answer" if task == "vqa" else "caption"
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", output)]))
+
+
+def register_model(
+    task: str,
+    model_dir: str | Path,
+    metrics: dict[str, Any],
+    name: str,
+    *,
+    experiment: str = "vlpeft",
+    uri: str | None = None,
+    history: list[dict[str, Any]] | None = None,
+    data_hash: str | None = None,
+    train_run_id: str | None = None,
+    param_report: dict[str, Any] | None = None,
+) -> VersionInfo:
+    """Log ``model_dir`` as a pyfunc model in a ``register@<task>`` run and register it as ``name``.
+
+    The new version gets alias ``challenger``, and ``champion`` too when the model has no champion yet.
+    ``metrics`` (a metrics JSON) go to the run and, for the headline ones, to version tags; ``history`` (a
+    list of per-epoch/step records) is logged as metric history so the review can draw training curves.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from vlpeft.tracking.mlflow import MlflowTracker
+    from vlpeft.tracking.packaging import read_meta
+
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    if meta["task"] != task:
+        raise TrackingError(f"{model_dir}: holds a {meta['task']!r} model, not {task!r}")
+    client, uri = _client(uri)
+    peft = meta.get("peft") or {}
+    flat = headline_metrics(metrics)
+    if param_report is None and isinstance(metrics.get("model"), dict):  # train_task's metrics.json has it
+        param_report = metrics["model"]
+    if train_run_id is None:
+        train_run_id = latest_run_id(client, experiment, f"train@{task}")
+    data_hash = data_hash or data_version(f"train@{task}")
+    tags = {
+        "task": task,
+        "method": str(peft.get("method", UNKNOWN)),
+        "routing": str(peft.get("routing", UNKNOWN)),
+        "rank": str(peft.get("rank", UNKNOWN)),
+        "data_version": data_hash,
+        "code_version": git_commit(),
+        "code_dirty": str(git_dirty()).lower(),
+        "model_dir": str(model_dir),
+    }
+    if param_report:
+        tags |= {
+            f"params_{k}": str(param_report[k])
+            for k in ("trainable", "total", "percent")
+            if k in param_report
+        }
+    if train_run_id:
+        tags["train_run_id"] = train_run_id
+    tags |= {f"metric.{k}": f"{v:.4f}" for k, v in flat.items() if k.startswith(TAG_METRICS)}
+
+    tracker = MlflowTracker(f"register@{task}", experiment=experiment, uri=uri, tags=tags)
+    with tracker, tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
+        tracker.log_params({"model": meta.get("model", {}), "peft": peft, "task": task})
+        tracker.log_metrics(flat)
+        for i, record in enumerate(history or []):
+            step = int(record.get("step", record.get("epoch", i)))
+            values = {k: v for k, v in numeric_metrics(record).items() if k not in ("step", "epoch")}
+            tracker.log_metrics(values, step=step)
+        package, code = _stage_files(model_dir, Path(tmp))
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            with mlflow.start_run(run_id=tracker.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_FILE),
+                    artifacts={"model": str(package)},
+                    code_paths=[str(code)],
+                    pip_requirements=pip_requirements(),
+                    signature=_signature(task),
+                )
+            mv = client.create_model_version(
+                name=_ensure_registered(client, name, task), source=info.model_uri, run_id=tracker.run_id,
+                tags=tags, model_id=info.model_id,
+            )  # fmt: skip
+        except MlflowException as exc:
+            raise TrackingError(f"tracking URI {uri}: registering {name} failed ({exc.message})") from None
+        version = str(mv.version)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        if version_by_alias(name, CHAMPION, uri) is None:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        tracker.set_tags({"registered_model": name, "registered_version": version})
+    result = _version_info(client, client.get_model_version(name, version))
+    result.aliases = aliases_of(name, version, uri)
+    return result
+
+
+def _ensure_registered(client: Any, name: str, task: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(
+                name, description=f"vlpeft {task} model (pyfunc, aliases {CHAMPION}/{CHALLENGER})"
+            )
+        except MlflowException:  # registered concurrently
+            client.get_registered_model(name)
+    return name
+
+
+def aliases_of(name: str, version: str, uri: str | None = None) -> list[str]:
+    """The aliases pointing at ``version`` (read from the registered model: search omits them)."""
+    client, _ = _client(uri)
+    aliases = client.get_registered_model(name).aliases or {}
+    return sorted(a for a, v in aliases.items() if str(v) == str(version))
+
+
+def promote(name: str, uri: str | None = None) -> dict[str, Any]:
+    """Point ``champion`` at the ``challenger`` version; returns what changed (versions and metric deltas)."""
+    client, uri = _client(uri)
+    challenger = version_by_alias(name, CHALLENGER, uri)
+    if challenger is None:
+        raise TrackingError(f"registered model {name!r} has no {CHALLENGER!r} version at {uri}")
+    champion = version_by_alias(name, CHAMPION, uri)
+    before = champion.version if champion else None
+    deltas = {}
+    for key, value in challenger.tags.items():
+        if key.startswith("metric.") and champion and key in champion.tags:
+            deltas[key[len("metric.") :]] = (float(champion.tags[key]), float(value))
+    if before != challenger.version:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+    return {
+        "name": name,
+        "previous_champion": before,
+        "champion": challenger.version,
+        "changed": before != challenger.version,
+        "metrics": deltas,
+    }
+
+
+def model_param_report(model_dir: str | Path) -> dict[str, Any] | None:
+    """``param_report`` of the saved model (trainable/total/percent), or None if it cannot be loaded here."""
+    try:
+        from vlpeft.models import load_vl_model, param_report
+
+        report = param_report(load_vl_model(model_dir))
+    except Exception:  # the review shows "?" rather than failing a registration
+        return None
+    return {k: report[k] for k in ("trainable", "total", "percent") if k in report}
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch/step records from a training history file for the registration run's curves.
+
+    Accepts a JSON list of records, ``{"history": [...]}``, a DVC plots JSON (``{name: [records]}``, merged by
+    step/epoch) or a CSV/TSV with a header row. Each record holds ``step`` or ``epoch`` plus numbers.
+    """
+    import csv
+    import json
+
+    from vlpeft.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: history file not found")
+    if path.suffix in (".csv", ".tsv"):
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
+        return [{k: _number(v) for k, v in row.items()} for row in rows]
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("history"), list):
+        data = data["history"]
+    if isinstance(data, dict):  # DVC plots style: merge the series by their step/epoch
+        merged: dict[Any, dict[str, Any]] = {}
+        for series in data.values():
+            for i, rec in enumerate(series if isinstance(series, list) else []):
+                if isinstance(rec, dict):
+                    key = rec.get("step", rec.get("epoch", i))
+                    merged.setdefault(key, {}).update(rec)
+        data = [merged[k] for k in sorted(merged, key=str)]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a list of records (one per epoch or step)")
+    return data
+
+
+def _number(text: Any) -> Any:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
