@@ -28,17 +28,19 @@ def test_caption_encoding_ends_in_eos_and_masks_padding(model_cfg):
     assert model.encode_captions(CAPTIONS, max_length=3)["input_ids"][1].tolist()[-1] == tok.eos_token_id
 
 
-def test_loss_is_hand_computed_cross_entropy_incl_first_token_excl_padding(model_cfg):
+@pytest.mark.parametrize("m", [1, 3])
+def test_loss_is_hand_computed_cross_entropy_incl_first_token_excl_padding(model_cfg, m):
     model = build_vl_model("caption", model_cfg, peft(routing="none")).eval()
     batch = model.encode_captions(CAPTIONS)
-    visual = _visual(0)
+    visual = torch.randn(2, m, 16, generator=torch.Generator().manual_seed(0))
     out = model(**batch, visual=visual)
     assert out.logits.shape == (*batch["input_ids"].shape, len(model.tokenizer))
-    # Independent reference: the HF model on [X_v ; words]; position t (0 = prefix) predicts caption token t.
+    # Independent reference: the HF model on [X_v (m tokens) ; words]; position m-1+t predicts token t.
     with torch.no_grad():
         words = model.hf.get_input_embeddings()(batch["input_ids"])
-        mask = torch.cat([torch.ones(2, 1, dtype=torch.long), batch["attention_mask"]], dim=1)
+        mask = torch.cat([torch.ones(2, m, dtype=torch.long), batch["attention_mask"]], dim=1)
         ref = model.hf(inputs_embeds=torch.cat([visual, words], dim=1), attention_mask=mask).logits
+        ref = ref[:, m - 1 :]
     logp = torch.log_softmax(ref, dim=-1)
     terms = []
     for i, n in enumerate(batch["attention_mask"].sum(dim=1).tolist()):

@@ -121,6 +121,8 @@ def test_gradients_reach_exactly_the_trainable_parameters(model_cfg, method):
             assert p.grad is None, name
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trainable)
+    # pitfall P10: LoRA A must not be zero after the backbone came through from_pretrained
+    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
     if method == "lora":
         assert all(".lora_" in n or "LayerNorm" in n or n.startswith("head.") for n in trainable)
     if method == "adapter":
