@@ -8,7 +8,7 @@ import torch.nn as nn
 from peft import LoraConfig, get_peft_model
 from transformers import RobertaModel
 from transformers.pytorch_utils import Conv1D
-from tuner_helpers import VOCAB, WIDTH, randomize_lora_b, tiny_gpt2, tiny_roberta
+from tuner_helpers import VOCAB, WIDTH, randomize_lora_b, tiny_bart, tiny_gpt2, tiny_roberta
 
 from vlpeft.config import PeftConfig
 from vlpeft.routing import route
@@ -210,16 +210,18 @@ def test_batch_expansion_follows_repeat_interleave():
         routed(input_ids=IDS)
 
 
-def test_beam_search_uses_each_samples_own_visual_features():
+@pytest.mark.parametrize("family", ["gpt2", "bart"])
+def test_beam_search_uses_each_samples_own_visual_features(family):
     """Beam search expands the batch ×k; each beam must route with its own sample's image."""
-    model = apply_peft(tiny_gpt2(), PeftConfig(rank=4, routing="vl"), "gpt2")
+    build = tiny_gpt2 if family == "gpt2" else tiny_bart
+    model = apply_peft(build(), PeftConfig(rank=4, routing="vl"), family)
     randomize_lora_b(model, seed=4)
-    prompt = torch.tensor([[1, 2], [3, 4]])
+    prompt = torch.tensor([[5, 6, 7], [8, 9, 10]])
     x_v = _visual(2, 1, seed=5) * 3
-    kwargs = {"max_new_tokens": 5, "num_beams": 3, "do_sample": False, "pad_token_id": 0}
+    kwargs = {"max_new_tokens": 5, "num_beams": 3, "do_sample": False, "pad_token_id": 1}
     with visual_context(x_v):
         together = model.generate(input_ids=prompt, **kwargs)
     for i in range(2):
         with visual_context(x_v[i : i + 1]):
             alone = model.generate(input_ids=prompt[i : i + 1], **kwargs)
-        assert torch.equal(together[i], alone[0])
+        assert torch.equal(together[i, : alone.shape[1]], alone[0])

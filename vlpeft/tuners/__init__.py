@@ -16,7 +16,7 @@ Design
   layers follow with ``repeat_interleave``. Gradient checkpointing recomputes layers in backward, possibly
   outside the context or on another thread: enable it with
   ``gradient_checkpointing_kwargs=checkpoint_kwargs()``, which restores the forward-time context for the
-  recomputation.
+  recomputation. A ContextVar does not cross into threads, so ``nn.DataParallel`` is not supported (DDP is).
 - **Merging a routed layer is refused** (``RoutedMergeError``): its update ``s·B(route(A X_t, A X_v))``
   depends on each image, so no fixed weight equals it. Routing ``none`` merges as usual.
 - **Transpose vs the released code.** ``vl``/``vl_relu`` use a true transpose, ``x_t (x_v^T x_v)``, with the
