@@ -149,10 +149,18 @@ class ModelConfig(Section):
     vqa_backbone: str = Field("models/roberta", description="encoder (RoBERTa/BERT family)")
     caption_backbone: str = Field("models/gpt2", description="decoder (GPT-2 family)")
     generative_backbone: str | None = Field(None, description="encoder-decoder (BART/T5 family)")
-    visual_features: Literal["pooled", "tokens"] = "pooled"
-    visual_prefix: bool = True
-    projection: Literal["none", "linear"] = "none"
-    vision_tower: TowerMode = "frozen"
+    visual_features: Literal["pooled", "tokens"] = Field(
+        "pooled", description="pooled = one visual token (m = 1, the paper); tokens = every ViT output token"
+    )
+    visual_prefix: bool = Field(
+        True, description="prepend the visual features as prefix tokens (off + routing none = blind model)"
+    )
+    projection: Literal["none", "linear"] = Field(
+        "none", description="none needs equal vision/LM widths (the paper); linear = trainable Linear(d_v, d)"
+    )
+    vision_tower: TowerMode = Field(
+        "frozen", description="frozen (features precomputed) or trained in the loop: lora | adapter | full"
+    )
     classifier_hidden_mult: int = Field(2, ge=1, description="VQA head: Linear(d, k*d) LN GELU Linear")
 
 
