@@ -29,6 +29,7 @@ from vlpeft.sweep.storage import (
     resolve_storage,
     worker_id,
 )
+from vlpeft.sweep.study import study_direction
 from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, THREAD_ENV, WorkerSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -143,7 +144,8 @@ def run_sweep(
     study_name = sweep.study_name or f"vlpeft-{task}"
 
     storage = open_storage(storage_url, sweep)
-    queued = prepare_study(storage, study_name, sweep, task, queue_plan(sweep, n, params.task(task).seed))
+    plan = queue_plan(sweep, n, params.task(task).seed)
+    queued = prepare_study(storage, study_name, sweep, task, plan, study_direction(params, task))
     study = optuna.load_study(study_name=study_name, storage=storage)
 
     parent, uri = None, None
@@ -220,7 +222,7 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write every output file of a finished sweep (and log them to the parent run); return the summary."""
     sweep = params.sweep
-    maximize = sweep.direction == "maximize"
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     trials = study.get_trials(deepcopy=False)
     records = report_records(study)
     report.write_records(out, records)
@@ -247,7 +249,7 @@ def write_outputs(
         "task": task,
         "study_name": study.study_name,
         "storage": redact(storage_url),
-        "direction": sweep.direction,
+        "direction": "maximize" if maximize else "minimize",
         "queued_now": queued,
         "trials": len(trials),
         "states": states,

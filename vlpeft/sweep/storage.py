@@ -119,10 +119,11 @@ def open_storage(storage: str, sweep: SweepConfig, queue_only: bool = False) -> 
         raise ConfigError(f"sweep.storage {redact(storage)}: cannot open ({reason})") from None
 
 
-def space_fingerprint(sweep: SweepConfig, task: str) -> str:
+def space_fingerprint(sweep: SweepConfig, task: str, direction: str) -> str:
     """What must not change between runs on one study: task, direction and search space."""
-    keys = ("direction", "sampler", "routing", "rank", "method", "lr")
-    return json.dumps({"task": task, **{k: getattr(sweep, k) for k in keys}}, sort_keys=True)
+    keys = ("sampler", "routing", "rank", "method", "lr")
+    data = {"task": task, "direction": direction, **{k: getattr(sweep, k) for k in keys}}
+    return json.dumps(data, sort_keys=True)
 
 
 def is_retry(trial: FrozenTrial) -> bool:
@@ -136,15 +137,16 @@ def prepare_study(
     sweep: SweepConfig,
     task: str,
     plan: list[tuple[dict[str, Any], int]],
+    direction: str = "maximize",
 ) -> int:
     """Create (or load) the study and enqueue the slots of ``plan`` it does not have yet; return how many.
 
     Rerunning with a larger plan tops the study up; a study made with another space is refused.
     """
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=sweep.direction, load_if_exists=True
+        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
     )
-    fingerprint = space_fingerprint(sweep, task)
+    fingerprint = space_fingerprint(sweep, task, direction)
     existing = study.user_attrs.get(SPACE_ATTR)
     if existing is None:
         study.set_user_attr(SPACE_ATTR, fingerprint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from vlpeft.config import SweepConfig
+from vlpeft.config import Params, SweepConfig
 from vlpeft.sweep.space import covering_points
 
 
@@ -28,3 +28,16 @@ def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(
         n_startup_trials=sweep.pruner_startup_trials, n_warmup_steps=sweep.pruner_warmup_steps
     )
+
+
+def study_direction(params: Params, task: str) -> str:
+    """``sweep.direction``, with ``auto`` resolved from what the trainer validates on for ``task``.
+
+    The trainer reports validation accuracy (VQA) or CIDEr (captioning), both higher-is-better, except that
+    captioning with ``val_cider_images: 0`` reports the validation loss.
+    """
+    if params.sweep.direction != "auto":
+        return params.sweep.direction
+    if task == "caption" and getattr(params.caption, "val_cider_images", 1) == 0:
+        return "minimize"
+    return "maximize"

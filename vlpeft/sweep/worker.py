@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -85,6 +86,22 @@ def limit_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def _optional_kwargs(fn: Callable[..., Any], **wanted: Any) -> dict[str, Any]:
+    """The subset of ``wanted`` keyword arguments that ``fn`` accepts.
+
+    Trials must not score the test split (model selection looks at validation only) nor draw progress
+    bars into worker logs; the trainer offers ``evaluate_test`` / ``progress`` for that, a custom train
+    function need not.
+    """
+    try:
+        accepted = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return wanted
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
 def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], float]:
     import optuna
 
@@ -92,11 +109,13 @@ def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], f
     from vlpeft.errors import TrainingError
     from vlpeft.sweep.space import suggest, trial_params
     from vlpeft.sweep.storage import WORKER_ATTR, worker_id
+    from vlpeft.sweep.study import study_direction
     from vlpeft.sweep.trial_tracking import trial_tracker
 
     params = params_from_dict(spec.params, "sweep worker spec")
     sweep = params.sweep
-    better = max if sweep.direction == "maximize" else min
+    better = max if study_direction(params, spec.task) == "maximize" else min
+    extra = _optional_kwargs(train, evaluate_test=False, progress=False)
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, sweep)
@@ -120,7 +139,7 @@ def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], f
             try:
                 result = train(
                     run_params, spec.task, spec.data_root, spec.features_dir, trial_dir,
-                    tracker=tracker, resume=False, report=report,
+                    tracker=tracker, resume=False, report=report, **extra,
                 )  # fmt: skip
             finally:
                 if not sweep.keep_trial_dirs:
