@@ -230,8 +230,8 @@ class SweepConfig(Section):
 
     How to scale it:
 
-    - **More trials**: raise ``n_trials`` (and ``epochs`` / ``max_train_samples`` for a more faithful ranking);
-      rerunning with a higher ``n_trials`` on the same storage tops the study up instead of starting over.
+    - **More trials**: raise ``n_trials`` (and ``epochs`` / ``max_train_samples`` for a more faithful
+      ranking); rerunning with a higher ``n_trials`` on the same storage tops the study up.
     - **More workers on one machine**: ``workers: W`` starts W worker processes, each with
       ``threads_per_worker`` torch threads (default: cores / W). sqlite is fine for a few local workers.
     - **Many machines**: point ``storage`` at a database server all of them reach, e.g.
@@ -245,7 +245,7 @@ class SweepConfig(Section):
     """
 
     tasks: list[Task] = ["vqa", "caption"]
-    n_trials: int = Field(6, ge=1, description="trial slots of the study (retries of dead workers come on top)")
+    n_trials: int = Field(6, ge=1, description="trial slots (retries of dead workers come on top)")
     timeout: float | None = Field(None, gt=0, description="seconds; no new trial starts after this")
     workers: int = Field(1, ge=1, description="local worker processes")
     threads_per_worker: int | None = Field(None, ge=1, description="torch threads per worker; None = cores/W")
@@ -255,8 +255,10 @@ class SweepConfig(Section):
         "postgresql://…, mysql+pymysql://…); or an Optuna journal file (journal:PATH or any path without ://)",
     )
     study_name: str | None = Field(None, description="None = vlpeft-<task>")
-    direction: Literal["maximize", "minimize"] = Field(
-        "maximize", description="direction of the trainer's per-epoch validation value"
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto",
+        description="of the trainer's per-epoch validation value; auto = maximize (VQA accuracy, CIDEr), "
+        "minimize for captioning with caption.val_cider_images 0 (validation loss)",
     )
     sampler: Literal["tpe", "grid", "random"] = "tpe"
     sampler_seed: int | None = Field(0, description="None = a fresh random seed per worker")
@@ -271,14 +273,14 @@ class SweepConfig(Section):
         description="None = the task's lr; [x] = fixed; [low, high] = log-uniform range (tpe/random); "
         "sampler grid: the grid points",
     )
-    scale_alpha: bool = Field(False, description="alpha = peft.alpha * rank / peft.rank, i.e. keep s = alpha/r")
+    scale_alpha: bool = Field(False, description="alpha = peft.alpha * rank / peft.rank (fixed s = alpha/r)")
     epochs: int = Field(2, ge=1, description="epochs per trial")
     max_train_samples: int | None = Field(None, ge=1, description="training examples per trial; None = all")
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = Field(2, ge=0, description="no pruning before this many trials finished")
     pruner_warmup_steps: int = Field(0, ge=0, description="no pruning before this epoch (0-based)")
-    heartbeat_interval: int = Field(30, ge=1, description="seconds between a running trial's heartbeats (RDB)")
-    grace_period: int | None = Field(None, ge=1, description="stale after this many seconds; None = 2x interval")
+    heartbeat_interval: int = Field(30, ge=1, description="seconds between a trial's heartbeats (RDB)")
+    grace_period: int | None = Field(None, ge=1, description="stale after this many s; None = 2x interval")
     max_retry: int = Field(2, ge=0, description="retries of a trial whose worker died")
     keep_trial_dirs: bool = Field(False, description="keep each trial's checkpoints (out/trials/<n>)")
 
