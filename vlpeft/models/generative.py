@@ -12,6 +12,9 @@ text (before its padding), so their positions do not depend on how much the batc
 through the LM's embedding module (BART: learned positions + embedding LayerNorm; T5: relative positions),
 whereas VL-T5 gave them their own LayerNorm'd embedding without text positions. The visual projection is our
 generic ``projection: linear`` (VL-Adapter: ``Linear + LayerNorm`` on 2048-d CLIP grids, always trained).
+VL-Adapter's LoRA runs also trained every bias; here the trainable set is exactly what ``peft`` selects
+(LoRA/adapters + LayerNorms with ``peft.train_layernorm``). VQA answers are generated with the VQA prefix
+(``answer``), never classified.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Deliberate differences from the released code (paper-notes §H.2):
   trained pooler, so the released model used a frozen random ``dense + tanh`` there).
 - Routing and the prefix are independent switches (``peft.routing``, ``model.visual_prefix``); pitfall P1
   (routing silently off in the RoBERTa scripts) cannot happen.
+- Loss scale: the released code uses ``BCEWithLogitsLoss`` with its default element mean; we sum over
+  answers (× n_answers). Same minimiser, a learning-rate-sized difference in gradient scale.
 """
 
 from __future__ import annotations
