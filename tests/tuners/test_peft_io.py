@@ -73,6 +73,18 @@ def test_load_trainable_restores_the_trainable_set(tmp_path):
     assert (tmp_path / "again" / "vlpeft_peft.json").is_file()
 
 
+def test_resaving_a_frozen_model_keeps_trained_layernorms(tmp_path):
+    model = apply_peft(tiny_roberta(), PeftConfig(rank=4, routing="vl"), "roberta")
+    _perturb_trainables(model)
+    want = _out(model.eval())
+    save_peft(model, tmp_path / "first")
+    frozen = load_peft(tiny_roberta(), tmp_path / "first")  # nothing trainable now
+    save_peft(frozen, tmp_path / "second")
+    torch.testing.assert_close(
+        _out(load_peft(tiny_roberta(), tmp_path / "second").eval()), want, rtol=0, atol=0
+    )
+
+
 def test_plain_peft_load_would_lose_routing_so_load_peft_is_required(tmp_path):
     """Documents pitfall 1 of env-notes §2: peft alone reloads a routed adapter as plain LoRA."""
     model = apply_peft(tiny_roberta(), PeftConfig(rank=4, routing="vl"), "roberta")

@@ -137,6 +137,7 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
         "family": family,
         "peft": peft_cfg.model_dump(mode="json"),
         "adapted": adapted,
+        "trainable": trainable_names(model),
     }
     object.__setattr__(model, _STATE_ATTR, state)
     return model
@@ -170,7 +171,10 @@ def _tensors(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
     """Save what ``apply_peft`` added or trains to ``out_dir`` (replaced atomically); see module docstring."""
     state = dict(peft_state(model))
-    trainable = trainable_names(model)
+    # The method's trainable set (recorded by apply/load) plus anything trainable now: freezing a model for
+    # evaluation, or loading it frozen, must not drop its trained LayerNorms from a later save.
+    recorded = set(state.get("trainable", [])) | set(trainable_names(model))
+    trainable = [n for n, _ in model.named_parameters() if n in recorded]
     state["trainable"] = trainable
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
@@ -264,5 +268,5 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
             p.requires_grad_(name in trainable)
     else:
         model.requires_grad_(False)
-    object.__setattr__(model, _STATE_ATTR, {k: v for k, v in state.items() if k != "trainable"})
+    object.__setattr__(model, _STATE_ATTR, state)
     return model
