@@ -13,8 +13,8 @@ from vlpeft.models import build_vl_model
 CAPTIONS = ["a red circle", "two small blue square in the left of the image"]
 
 
-def _visual(seed: int, b: int = 2) -> torch.Tensor:
-    return torch.randn(b, 1, 16, generator=torch.Generator().manual_seed(seed))
+def _visual(seed: int, b: int = 2, m: int = 1) -> torch.Tensor:
+    return torch.randn(b, m, 16, generator=torch.Generator().manual_seed(seed))
 
 
 def test_caption_encoding_ends_in_eos_and_masks_padding(model_cfg):
@@ -76,11 +76,12 @@ def routed_captioner(model_cfg):
     return model.eval()
 
 
-def test_beam_search_scores_equal_direct_scoring_with_routing(routed_captioner):
+@pytest.mark.parametrize("m", [1, 3])
+def test_beam_search_scores_equal_direct_scoring_with_routing(routed_captioner, m):
     """Every returned beam's score is the exact sum of log-probs of its tokens under its own image; the top
     beam is at least as likely as the greedy caption. Two different images make a mix-up visible."""
     model = routed_captioner
-    visual = _visual(5)
+    visual = _visual(5, m=m)  # m visual tokens: prefix length m, routing over the token Gram matrix
     k = 3
     out = model.generate_ids(
         visual, max_new_tokens=6, num_beams=k, num_return_sequences=k, length_penalty=0.0
