@@ -70,7 +70,7 @@ class DataConfig(Section):
 class VitPretrainConfig(Section):
     image_size: int = Field(64, ge=16)
     patch_size: int = Field(16, ge=2)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(30, ge=1, description="val bitwise acc: 0.91 after 20 epochs, 0.96 after 30")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
