@@ -82,3 +82,59 @@ def test_torchrun_two_processes_equals_one_process(tmp_path):
         assert y["val_loss"] == pytest.approx(x["val_loss"], rel=1e-4)
     # Only rank 0 wrote: no stray files from rank 1.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best", "curves.json", "last"]
+
+
+def _state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "last" / "trainer" / "state.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being swapped in right now
+        return None
+
+
+@pytest.mark.slow
+def test_cli_train_sigkilled_from_outside_resumes_to_the_same_result(tiny_world, train_backbones, tmp_path):
+    """``vlpeft train`` killed by another process at whatever instant (maybe mid-write), then ``--resume``."""
+    import time
+
+    import yaml
+    from conftest import tiny_params_dict
+
+    data = tiny_params_dict(train_backbones)
+    data["tracking"] = {"enabled": False}
+    data["vqa"]["checkpoint_every"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+    def cmd(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "vlpeft", "train", "--task", "vqa", "--data", str(tiny_world),
+                "--features", str(train_backbones["features"]), "--out", str(out),
+                "--params", str(tmp_path / "params.yaml"), "--no-test", *extra]  # fmt: skip
+
+    # The uninterrupted reference runs in this process (same thread count as the subprocesses).
+    from vlpeft.config import params_from_dict
+    from vlpeft.train.run import train_task
+
+    assert torch.get_num_threads() == 2
+    train_task(params_from_dict(data), "vqa", tiny_world, train_backbones["features"], tmp_path / "full",
+               evaluate_test=False, progress=False)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd(tmp_path / "crash"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = _state(tmp_path / "crash")
+        if state and state["global_step"] >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert not (tmp_path / "crash" / "metrics.json").exists()
+    resumed = subprocess.run(cmd(tmp_path / "crash", "--resume"), capture_output=True, text=True, env=env,
+                             timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "crash")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "curves.json").read_text() == (tmp_path / "crash" / "curves.json").read_text()
+    ma = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "crash" / "metrics.json").read_text())
+    assert ma["val"] == mb["val"] and ma["train"]["final_loss"] == mb["train"]["final_loss"]

@@ -35,6 +35,14 @@ def build_task(params: Params, task: str, data_root: Path, features_dir: Path | 
 
     cfg = params.task(task)  # type: ignore[arg-type]
     images = cfg.visual_input == "images" or params.model.vision_tower != "frozen"
+    uses_visual = params.model.visual_prefix or cfg.peft.routing != "none"
+    store = None
+    if uses_visual and not images:  # open the store first: a wrong path fails before any model loads
+        from vlpeft.data.features import FeatureStore
+
+        if features_dir is None:
+            raise ConfigError(f"{task}: the model uses the image: pass a feature store (--features DIR)")
+        store = FeatureStore(features_dir)
     vocab = None
     if task == "vqa":
         from vlpeft.data.vocab import AnswerVocab
@@ -55,13 +63,6 @@ def build_task(params: Params, task: str, data_root: Path, features_dir: Path | 
         with_vision=images,
         vision_pooling=params.features.pooling,
     )
-    store = None
-    if not images and model.uses_visual:
-        from vlpeft.data.features import FeatureStore
-
-        if features_dir is None:
-            raise ConfigError(f"{task}: the model uses the image: pass a feature store (--features DIR)")
-        store = FeatureStore(features_dir)
     visual = VisualSource(model, "images" if images else "features", store, params.model.visual_features)
     if task == "vqa":
         return VqaTask(params, model, vocab, visual, train, val, Path(data_root))
@@ -97,6 +98,9 @@ def train_task(
         raise ConfigError(f"task {task!r} is not one of vqa, caption")
     cfg = params.task(task)  # type: ignore[arg-type]
     out_dir = Path(out_dir)
+    import torch.distributed as dist
+
+    owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed()
     device = device_for(ctx)
     binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
@@ -128,6 +132,8 @@ def train_task(
         progress=progress,
     )
     barrier(ctx)
+    if ctx.enabled and owns_group:
+        dist.destroy_process_group()  # the test evaluation below is rank 0's alone
     if not ctx.is_main:
         return {}
 
