@@ -395,9 +395,7 @@ def params_from_dict(data: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(f"{source}: {_describe(first, Params)}{more}") from None
 
 
-def load_params(
-    paths: Sequence[str | Path] = ("params.yaml",), overrides: Iterable[str] = ()
-) -> Params:
+def load_params(paths: Sequence[str | Path] = ("params.yaml",), overrides: Iterable[str] = ()) -> Params:
     """Read ``paths`` in order (later files merge over earlier ones), apply ``KEY=VALUE`` overrides, validate.
 
     A missing first file means "all defaults" only when it is the default ``params.yaml``.
