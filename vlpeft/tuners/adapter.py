@@ -66,7 +66,7 @@ class BottleneckAdapter(nn.Module):
                     f"visual features have width {x_v.shape[-1]} but the adapter expects "
                     f"{self.down.in_features}; use a projection or width-matched backbones"
                 )
-            v = self.down(expand_to_batch(x_v, h.shape[0]).to(self.down.weight.dtype))
+            v = self.down(expand_to_batch(x_v, h.shape[0]).to(h.device, self.down.weight.dtype))
             lead = x.shape[:-1]
             x = route(self.routing, x.reshape(x.shape[0], -1, x.shape[-1]), v).reshape(*lead, x.shape[-1])
         out = self.up(self.act(x)).to(h.dtype)

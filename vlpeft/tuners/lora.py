@@ -64,7 +64,7 @@ class RoutedLoraLinear(LoraLinear):
                 f"visual features have width {x_v.shape[-1]}, this routed layer expects {self.in_features}; "
                 "use a projection (model.projection: linear) or width-matched backbones"
             )
-        return expand_to_batch(x_v, x.shape[0])
+        return expand_to_batch(x_v.to(x.device), x.shape[0])
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Base output plus the routed LoRA update of every active adapter."""
