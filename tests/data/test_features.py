@@ -128,6 +128,12 @@ def test_clear_errors(encoder, items, tmp_path):
         FeatureStore(tmp_path / "nothing")
     with pytest.raises(DataError, match="appears more than once"):
         extract_features(encoder, [items[0], items[0]], tmp_path / "dup")
+    # A shard swapped in from another store (other image ids) is refused, not silently misread.
+    other = tmp_path / "other"
+    extract_features(encoder, items[4:], other, kind="pooled")
+    (other / "shard-00000.safetensors").replace(out / "shard-00000.safetensors")
+    with pytest.raises(DataError, match="shard image ids do not match"):
+        FeatureStore(out).get([items[0][0]])
     (out / "shard-00000.safetensors").unlink()
     with pytest.raises(DataError, match="shard missing"):
         FeatureStore(out)

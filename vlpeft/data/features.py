@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vlpeft.data.images import load_image
@@ -244,23 +244,23 @@ class FeatureStore:
 
     def _load_kind(self, kind: str) -> torch.Tensor:
         if kind not in self._cache:
-            parts = []
-            for s, shard in enumerate(self._shards):
-                path = self.dir / shard["file"]
-                tensors = load_file(path)
-                if kind not in tensors or tensors["image_ids"].numel() != int(shard["rows"]):
-                    raise DataError(f"{path}: shard does not match {INDEX} (kind {kind!r} or row count)")
-                expected = self.image_ids[self._offsets[s] : self._offsets[s + 1]]
-                if tensors["image_ids"].tolist() != expected:
-                    raise DataError(f"{path}: shard image ids do not match {INDEX}")
-                parts.append(tensors[kind])
-            self._cache[kind] = torch.cat(parts)
+            self._cache[kind] = torch.cat(
+                [self._handle(s).get_tensor(kind) for s in range(len(self._shards))]
+            )
         return self._cache[kind]
 
     def _handle(self, shard: int) -> Any:
-        # Opened lazily (and per process: DataLoader workers fork after construction).
+        # Opened lazily (and per process: DataLoader workers fork after construction); checked once against
+        # the index so a shard from another store is refused instead of silently misread.
         if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.dir / self._shards[shard]["file"]), framework="pt")
+            path = self.dir / self._shards[shard]["file"]
+            handle = safe_open(str(path), framework="pt")
+            if not set(self.kinds) <= set(handle.keys()):
+                raise DataError(f"{path}: shard lacks {', '.join(self.kinds)} features listed in {INDEX}")
+            expected = self.image_ids[self._offsets[shard] : self._offsets[shard + 1]]
+            if handle.get_tensor("image_ids").tolist() != expected:
+                raise DataError(f"{path}: shard image ids do not match {INDEX}")
+            self._handles[shard] = handle
         return self._handles[shard]
 
     def __getstate__(self) -> dict[str, Any]:
