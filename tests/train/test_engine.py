@@ -310,3 +310,12 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     # Settings that do not change the optimisation may differ.
     fit(build_model(), ToyData(), config(epochs=1, num_workers=1, checkpoint_every=5), tmp_path,
         validate=make_validate(), resume=True, progress=False)  # fmt: skip
+
+
+def test_fresh_run_clears_an_older_run(tmp_path):
+    fit(build_model(), ToyData(), config(epochs=2), tmp_path, validate=make_validate(), progress=False)
+    (tmp_path / ".last.prev").mkdir()
+    data = ToyData(nan_at=sampler.epoch_order(50, 5, 0)[0])  # NaN in the very first step
+    with pytest.raises(TrainingError, match="no checkpoint yet"):
+        fit(build_model(), data, config(epochs=2), tmp_path, validate=make_validate(), progress=False)
+    assert list(tmp_path.iterdir()) == []  # no stale best/last/curves pretending to belong to this run

@@ -79,6 +79,15 @@ class FitResult:
 RESUMABLE_CHANGES = ("checkpoint_every", "num_workers", "test_checkpoint")
 
 
+def clear_run(out_dir: Path) -> None:
+    """Remove the checkpoints and curves an earlier run left in ``out_dir``."""
+    import shutil
+
+    for name in ("best", "last", ".best.prev", ".last.prev"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / "curves.json").unlink(missing_ok=True)
+
+
 def run_fingerprint(cfg: TrainConfig, n: int) -> dict[str, Any]:
     """What must be equal for a resumed run to continue the same optimisation."""
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
@@ -190,6 +199,9 @@ def fit(
         resumed_from = {"epoch": state["epoch"], "batch": state["batch"], "global_step": state["global_step"]}
         if ctx.is_main:
             tqdm.write(f"resuming from {found}: epoch {state['epoch'] + 1}, batch {state['batch']}")
+    elif ctx.is_main:
+        clear_run(out_dir)  # a fresh run owns out_dir: nothing of an older run may pass for this one's
+    barrier(ctx)
 
     train_model: nn.Module = model
     if ctx.enabled:

@@ -24,6 +24,7 @@ from vlpeft.train.loop import Report, fit
 
 METRICS = "metrics.json"
 CURVES = "curves.json"
+PREDICTIONS = "predictions_test.json"
 
 
 def build_task(params: Params, task: str, data_root: Path, features_dir: Path | None) -> Any:
@@ -103,6 +104,9 @@ def train_task(
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed()
     device = device_for(ctx)
+    if ctx.is_main:  # outputs of an earlier run must not outlive a failure of this one
+        for name in (METRICS, PREDICTIONS):
+            (out_dir / name).unlink(missing_ok=True)
     binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
     model = binding.model
 
@@ -164,7 +168,7 @@ def train_task(
     flat = flatten(metrics)
     if tracker is not None:
         tracker.log_metrics({k: float(v) for k, v in flat.items() if _is_number(v)})
-        for name in (METRICS, CURVES, "predictions_test.json"):
+        for name in (METRICS, CURVES, PREDICTIONS):
             if (out_dir / name).is_file():
                 tracker.log_artifact(out_dir / name)
     return flat
