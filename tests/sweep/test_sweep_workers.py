@@ -51,7 +51,8 @@ def _storage_for(backend: str, tmp_path: Path, request) -> str | None:
         return None  # the default: optuna.db in the output directory
     if backend == "journal":
         return f"journal:{tmp_path / 'sweep.journal'}"
-    return request.getfixturevalue("postgres_url")
+    # The server trusts local connections, so a password is accepted and ignored: it must not leak to files.
+    return request.getfixturevalue("postgres_url").replace("postgres@", "postgres:s3cret-pw@")
 
 
 @pytest.mark.timeout(120)
@@ -113,6 +114,8 @@ def test_two_workers_run_exactly_the_requested_trials(backend, tmp_path, monkeyp
     assert all(f"| `{k}` |" in table for k in ("none", "mul", "vl", "add"))
     assert f"**{top['value']:.4f}**" in table
     assert not (out / "trials").exists() or not any((out / "trials").iterdir()), "trial dirs are cleaned up"
+    for path in out.rglob("*"):
+        assert not path.is_file() or b"s3cret-pw" not in path.read_bytes(), path
 
 
 def summary_storage(out: Path, storage: str | None) -> str:
@@ -133,10 +136,10 @@ def _wait_for(predicate, timeout: float, what: str):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_killed_worker_trial_is_failed_and_retried_by_heartbeat(backend, tmp_path, monkeypatch, request):
     storage = _storage_for(backend, tmp_path, request) or f"sqlite:///{tmp_path / 'optuna.db'}"
-    monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.4")
-    params = toy_params(storage, n_trials=5, pruner="none")
+    monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.3")
+    params = toy_params(storage, n_trials=4, pruner="none")
     sweep = params.sweep
-    prepare_study(open_storage(storage, sweep), "kill", sweep, "vqa", queue_plan(sweep, 5, 0))
+    prepare_study(open_storage(storage, sweep), "kill", sweep, "vqa", queue_plan(sweep, 4, 0))
     specs = [
         WorkerSpec(
             storage=storage,
@@ -177,17 +180,19 @@ def test_killed_worker_trial_is_failed_and_retried_by_heartbeat(backend, tmp_pat
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params and retries[0].user_attrs["slot"] == killed.user_attrs["slot"]
     originals = [t for t in trials if not is_retry(t)]
-    assert sorted(t.user_attrs["slot"] for t in originals) == list(range(5))
-    assert len({t.number for t in trials}) == len(trials) == 6
+    assert sorted(t.user_attrs["slot"] for t in originals) == list(range(4))
+    assert len({t.number for t in trials}) == len(trials) == 5
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_supervisor_recovers_a_dead_worker_on_journal_storage(tmp_path, monkeypatch):
     """Journal files have no heartbeat: the supervisor fails the dead worker's trial, retries it, respawns."""
     monkeypatch.setenv("VLPEFT_TOY_DIE_ONCE", str(tmp_path / "died-once"))
     out = tmp_path / "out"
     params = toy_params(f"journal:{tmp_path / 'j.journal'}", n_trials=4, workers=1, pruner="none")
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"enabled": True})})
     summary = run_sweep(
         params, "caption", tmp_path, tmp_path, out, train_fn=TOY, poll_seconds=0.2, optuna_plots=False
     )
@@ -200,3 +205,29 @@ def test_supervisor_recovers_a_dead_worker_on_journal_storage(tmp_path, monkeypa
     assert [r["retry_of"] for r in retry] == [dead[0]["number"]] and retry[0]["state"] == "COMPLETE"
     assert len(records) == 5 and sorted(r["slot"] for r in records if r["retry_of"] is None) == [0, 1, 2, 3]
     assert json.loads((out / "best_params.json").read_text())["caption"]["peft"]["routing"] == "vl"
+
+    # MLflow: the dead worker's nested run was left RUNNING by the killed process; the supervisor closed it.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    assert summary["mlflow_orphan_runs_closed"] == 1
+    dead_run = client.get_run(dead[0]["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["state"] == "FAIL"
+    retry_run = client.get_run(retry[0]["mlflow_run_id"])
+    assert retry_run.info.status == "FINISHED" and retry_run.data.tags["state"] == "COMPLETE"
+    assert retry_run.data.tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"]
+    assert len(client.get_metric_history(retry_run.info.run_id, "toy_loss")) == 3
+
+
+@pytest.mark.timeout(120)
+def test_timeout_stops_starting_trials(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.5")
+    out = tmp_path / "out"
+    params = toy_params(f"journal:{tmp_path / 'j.journal'}", n_trials=12, workers=1, pruner="none")
+    t0 = time.time()
+    summary = run_sweep(params, "vqa", tmp_path, tmp_path, out, train_fn=TOY, timeout=6, optuna_plots=False)
+    assert time.time() - t0 < 30
+    states = summary["states"]
+    assert states.get("WAITING", 0) >= 4 and "RUNNING" not in states, states
+    assert states.get("COMPLETE", 0) + states.get("FAIL", 0) + states["WAITING"] == 12
+    assert json.loads((out / "best_params.json").read_text())["vqa"]["peft"]

@@ -6,6 +6,7 @@ MLflow parent run) exist before any worker starts; workers only ever load them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -30,14 +31,16 @@ from vlpeft.sweep.storage import (
     worker_id,
 )
 from vlpeft.sweep.study import study_direction
-from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, THREAD_ENV, WorkerSpec
+from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, STORAGE_ENV, THREAD_ENV, WorkerSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def _launch(spec: WorkerSpec, spec_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    spec.save(spec_path)
-    env = {**os.environ, **{k: str(spec.threads) for k in THREAD_ENV}}
+    # The spec file lands in the (DVC-cached) output dir: it gets the storage URL without its password,
+    # and the worker receives the real one through its environment.
+    dataclasses.replace(spec, storage=redact(spec.storage)).save(spec_path)
+    env = {**os.environ, **{k: str(spec.threads) for k in THREAD_ENV}, STORAGE_ENV: spec.storage}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -73,6 +76,26 @@ def supervise(
     }
     respawns = {i: 0 for i in procs}
     crashed: list[str] = []
+    try:
+        _watch(study, specs, procs, respawns, crashed, work_dir, max_retry, poll_seconds, progress)
+    finally:  # the supervisor itself failed or was interrupted: do not leave workers behind
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+    return {"crashed": crashed, "respawns": sum(respawns.values())}
+
+
+def _watch(
+    study: optuna.Study,
+    specs: list[WorkerSpec],
+    procs: dict[int, subprocess.Popen[bytes]],
+    respawns: dict[int, int],
+    crashed: list[str],
+    work_dir: Path,
+    max_retry: int,
+    poll_seconds: float,
+    progress: Any,
+) -> None:
     while procs:
         time.sleep(poll_seconds)
         if progress is not None:
@@ -92,7 +115,6 @@ def supervise(
             if waiting and respawns[i] < max_retry and (deadline is None or time.time() < deadline):
                 respawns[i] += 1
                 procs[i] = _launch(specs[i], work_dir / f"worker-{i}.json", log)
-    return {"crashed": crashed, "respawns": sum(respawns.values())}
 
 
 def _progress_printer(total: int) -> Any:
@@ -148,13 +170,19 @@ def run_sweep(
     queued = prepare_study(storage, study_name, sweep, task, plan, study_direction(params, task))
     study = optuna.load_study(study_name=study_name, storage=storage)
 
+    # What workers, spec files and MLflow see: the params without the storage password.
+    shown = params.model_copy(
+        update={
+            "sweep": sweep.model_copy(update={"storage": redact(sweep.storage) if sweep.storage else None})
+        }
+    )
     parent, uri = None, None
     if params.tracking.enabled:
         from vlpeft.sweep.trial_tracking import open_parent_run
         from vlpeft.tracking.preflight import check_tracking, tracking_uri
 
         uri = check_tracking(tracking_uri())
-        parent = open_parent_run(params, task, study_name, redact(storage_url), uri)
+        parent = open_parent_run(shown, task, study_name, redact(storage_url), uri)
 
     threads = sweep.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
     deadline = time.time() + timeout if timeout is not None else None
@@ -165,7 +193,7 @@ def run_sweep(
             storage=storage_url,
             study_name=study_name,
             task=task,
-            params=params_to_dict(params),
+            params=params_to_dict(shown),
             data_root=str(Path(data_root).resolve()),
             features_dir=str(Path(features_dir).resolve()),
             out_dir=str(out),

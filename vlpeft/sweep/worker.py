@@ -23,6 +23,7 @@ from typing import Any
 
 DEFAULT_TRAIN_FN = "vlpeft.train.run:train_task"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+STORAGE_ENV = "VLPEFT_SWEEP_STORAGE"  # the storage URL with credentials; overrides the spec's (redacted) one
 
 
 @dataclass
@@ -174,7 +175,7 @@ def run_worker(spec: WorkerSpec) -> int:
     params = params_from_dict(spec.params, "sweep worker spec")
     train = resolve_callable(spec.train_fn)
     limit_threads(spec.threads)  # again: the train function's module may have imported torch
-    storage = open_storage(spec.storage, params.sweep, queue_only=True)
+    storage = open_storage(os.environ.get(STORAGE_ENV) or spec.storage, params.sweep, queue_only=True)
     study = optuna.load_study(
         study_name=spec.study_name,
         storage=storage,
