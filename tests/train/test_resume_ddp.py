@@ -1,5 +1,6 @@
-"""Real processes: SIGKILL mid-epoch + ``--resume`` is bitwise an uninterrupted run; torchrun DDP (gloo, 2
-processes) equals one process with the same global batch."""
+"""Real processes: SIGKILL (self-inflicted at a known step, and from outside at any instant) + ``--resume`` is
+bitwise an uninterrupted run; torchrun DDP (gloo, 2 processes) equals one process with the same global batch,
+for the toy model and for the real VQA task."""
 
 from __future__ import annotations
 
@@ -39,14 +40,24 @@ def run(*args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 
+def run_here(*args: str) -> None:
+    """The same script in this process (saves a process start-up; the script sets 1 torch thread)."""
+    import toy_trainer
+
+    threads = torch.get_num_threads()
+    try:
+        assert toy_trainer.main(list(args)) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "last" / "trainer" / "weights.safetensors"))
 
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
-    full = run(str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
+    run_here(str(tmp_path / "full"))
     killed = run(str(tmp_path / "crash"), "--kill-at", "11")  # epoch 2 of 3, checkpoints every 3 steps
     assert killed.returncode == -signal.SIGKILL
     state = json.loads((tmp_path / "crash" / "last" / "trainer" / "state.json").read_text())
@@ -67,8 +78,7 @@ def test_torchrun_two_processes_equals_one_process(tmp_path):
     """Global batch 8: 1 process × 2 micro-batches vs 2 gloo ranks × 2 micro-batches; the 50-sample epoch ends
     in a batch of 2, so one rank gets an empty share (weight-0 dummy sample) on the last step."""
     common = ["--dropout", "0", "--accum", "2", "--checkpoint-every", "0"]
-    one = run(str(tmp_path / "one"), *common)
-    assert one.returncode == 0, one.stderr
+    run_here(str(tmp_path / "one"), *common)
     two = run(str(tmp_path / "two"), *common, torchrun=2)
     assert two.returncode == 0, two.stderr
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
@@ -138,3 +148,44 @@ def test_cli_train_sigkilled_from_outside_resumes_to_the_same_result(tiny_world,
     ma = json.loads((tmp_path / "full" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "crash" / "metrics.json").read_text())
     assert ma["val"] == mb["val"] and ma["train"]["final_loss"] == mb["train"]["final_loss"]
+
+
+@pytest.mark.slow
+def test_vqa_task_under_torchrun_matches_one_process(tiny_world, train_backbones, tmp_path):
+    """``torchrun --nproc_per_node 2 -m vlpeft train`` (gloo) on the real VQA model == one process."""
+    import yaml
+    from conftest import tiny_params_dict
+
+    from vlpeft.config import params_from_dict
+    from vlpeft.train.run import train_task
+
+    data = tiny_params_dict(train_backbones)
+    data["tracking"] = {"enabled": False}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    train_task(params_from_dict(data), "vqa", tiny_world, train_backbones["features"], tmp_path / "one",
+               evaluate_test=False, progress=False)  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "vlpeft", "train", "--task", "vqa", "--data", str(tiny_world),
+           "--features", str(train_backbones["features"]), "--out", str(tmp_path / "two"),
+           "--params", str(tmp_path / "params.yaml"), "--no-test"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=150)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ca = json.loads((tmp_path / "one" / "curves.json").read_text())
+    cb = json.loads((tmp_path / "two" / "curves.json").read_text())
+    for x, y in zip(ca, cb, strict=True):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
+        assert y["val_loss"] == pytest.approx(x["val_loss"], rel=1e-4)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "best",
+        "curves.json",
+        "last",
+        "metrics.json",
+    ]
