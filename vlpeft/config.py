@@ -138,7 +138,10 @@ class PeftConfig(Section):
     target_modules: list[str] | None = Field(
         None, description="module names to adapt; None = the family default (query and value)"
     )
-    train_layernorm: bool = True
+    train_layernorm: bool = Field(True, description="train the LayerNorms inside transformer blocks")
+    bias: Literal["none", "lora_only", "all"] = Field(
+        "none", description="biases to train: none, those of LoRA-wrapped layers (the paper), or all"
+    )
     adapter: AdapterConfig = AdapterConfig()
 
 

@@ -41,6 +41,8 @@ CASES = [
     ("gpt2", tiny_gpt2, PeftConfig(method="adapter", rank=4, routing="add")),
     ("roberta", tiny_roberta, PeftConfig(method="full")),
     ("roberta", tiny_roberta, PeftConfig(method="frozen")),
+    ("gpt2", tiny_gpt2, PeftConfig(method="lora", rank=4, routing="vl", bias="lora_only")),
+    ("roberta", tiny_roberta, PeftConfig(method="adapter", rank=4, routing="mul", bias="all")),
 ]
 
 

@@ -126,6 +126,17 @@ def test_gradients_reach_exactly_the_trainable_parameters_and_visual(kind):
     assert bool(x_v.grad is not None and x_v.grad.abs().sum() > 1e-3) is (kind != "none")
 
 
+@pytest.mark.parametrize("kind", ["none", "mul"])
+def test_bias_lora_only_trains_the_wrapped_layers_biases(kind):
+    """The paper trains the bias of every LoRA-wrapped linear (paper-notes §A.7)."""
+    cfg = PeftConfig(rank=4, routing=kind, bias="lora_only", train_layernorm=False)
+    model = apply_peft(tiny_roberta(), cfg, "roberta")
+    biases = [n for n in trainable_names(model) if "lora_" not in n]
+    assert len(biases) == 4 and all(
+        n.endswith(("query.base_layer.bias", "value.base_layer.bias")) for n in biases
+    )
+
+
 def test_frozen_layernorms_when_not_trained():
     model = apply_peft(tiny_roberta(), PeftConfig(rank=4, train_layernorm=False), "roberta")
     assert all(".lora_" in n for n in trainable_names(model))

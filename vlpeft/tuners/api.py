@@ -61,6 +61,13 @@ def _unfreeze_norms(model: nn.Module) -> None:
                 p.requires_grad_(True)
 
 
+def _unfreeze_biases(model: nn.Module, bias: str, wrapped: list[str]) -> None:
+    """Adapters' counterpart of peft's ``bias``: ``all`` biases or those of the wrapped layers."""
+    for name, p in model.named_parameters():
+        if (bias == "all" and name.endswith(".bias")) or (bias == "lora_only" and name in wrapped):
+            p.requires_grad_(True)
+
+
 def _family(model: nn.Module, family: str | None) -> str:
     if family:
         return family
@@ -76,6 +83,7 @@ def _lora_config(peft_cfg: PeftConfig, family: str) -> LoraConfig:
         r=peft_cfg.rank,
         lora_alpha=peft_cfg.alpha,
         lora_dropout=peft_cfg.dropout,
+        bias=peft_cfg.bias,
         target_modules=lora_targets(family, peft_cfg.target_modules),
         fan_in_fan_out=family == "gpt2",  # GPT-2's projections are Conv1D (weight stored (in, out))
     )
@@ -128,6 +136,7 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
         )
         if peft_cfg.train_layernorm:
             _unfreeze_norms(model)
+        _unfreeze_biases(model, peft_cfg.bias, [f"{n}.base.bias" for n in adapted])
     else:  # pragma: no cover - PeftConfig validation makes this unreachable
         raise ConfigError(f"peft.method {method!r} is unknown")
     state = {
