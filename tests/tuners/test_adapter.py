@@ -132,3 +132,24 @@ def test_full_and_frozen():
         list(tiny_roberta().parameters())
     )
     assert trainable_names(apply_peft(tiny_roberta(), PeftConfig(method="frozen"), "roberta")) == []
+
+
+def test_routed_adapter_with_gradient_checkpointing_matches_plain_backward():
+    from vlpeft.tuners import enable_gradient_checkpointing
+
+    x_v = torch.randn(2, 1, WIDTH, generator=torch.Generator().manual_seed(2))
+    readout = torch.randn(2, 6, WIDTH, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for checkpointing in (False, True):
+        model = apply_peft(tiny_roberta(), PeftConfig(method="adapter", rank=4, routing="vl"), "roberta")
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        model.train()
+        assert model.encoder.layer[0].gradient_checkpointing is checkpointing
+        with visual_context(x_v):
+            loss = (model(input_ids=IDS).last_hidden_state * readout).sum()
+        loss.backward()  # outside the context: the checkpoint recomputation restores it
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
