@@ -36,7 +36,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "worker": trial.user_attrs.get("worker"),
         "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
-        "fail_reason": trial.system_attrs.get("fail_reason"),
+        "fail_reason": trial.system_attrs.get("fail_reason") or trial.user_attrs.get("error"),
         "metrics": trial.user_attrs.get("metrics", {}),
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
     }
@@ -140,10 +140,13 @@ def write_heatmap(path: str | Path, records: list[dict[str, Any]], routings: lis
     ax.set_xlabel("rank")
     ax.set_ylabel("routing")
     ax.set_title(title)
-    for i in range(len(routings)):
-        for j in range(len(ranks)):
+    for i, routing in enumerate(routings):
+        for j, rank in enumerate(ranks):
             if not math.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w", fontsize=9)
+            elif (routing, rank) in cells:  # tried, but no completed trial: say why the cell is empty
+                text = _cell_text(cells[(routing, rank)])
+                ax.text(j, i, text, ha="center", va="center", color="0.5", fontsize=8, style="italic")
     fig.colorbar(image, ax=ax, label="best validation value")
     fig.tight_layout()
     _save_figure(fig, path)

@@ -250,6 +250,9 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write every output file of a finished sweep (and log them to the parent run); return the summary."""
     sweep = params.sweep
+    trial_dirs = out / "trials"
+    if trial_dirs.is_dir() and not any(trial_dirs.iterdir()):
+        trial_dirs.rmdir()
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     trials = study.get_trials(deepcopy=False)
     records = report_records(study)

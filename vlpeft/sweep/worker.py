@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,12 @@ def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], f
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, sweep)
         seed = int(trial.user_attrs.get("seed", params.task(spec.task).seed))  # type: ignore[arg-type]
+        if sweep.sampler != "grid":
+            # TPE / random may propose a point again: train it with a new seed, so that a repeated cell
+            # measures seed variance (mean ± std in the table) instead of re-running the same training.
+            seed += sum(1 for t in trial.study.get_trials(deepcopy=False)
+                        if t.number != trial.number and t.user_attrs.get("values") == values)  # fmt: skip
+            trial.set_user_attr("seed", seed)
         trial.set_user_attr(WORKER_ATTR, worker_id())
         trial.set_user_attr("values", values)
         run_params = trial_params(params, spec.task, values, seed)  # type: ignore[arg-type]
@@ -142,6 +149,11 @@ def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], f
                     run_params, spec.task, spec.data_root, spec.features_dir, trial_dir,
                     tracker=tracker, resume=False, report=report, **extra,
                 )  # fmt: skip
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # kept on the trial: the report names why trials failed
+                trial.set_user_attr("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                raise
             finally:
                 if not sweep.keep_trial_dirs:
                     shutil.rmtree(trial_dir, ignore_errors=True)
@@ -197,7 +209,9 @@ def run_worker(spec: WorkerSpec) -> int:
             if not heartbeat or not running:
                 break
             time.sleep(spec.poll_seconds)
-            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a queued retry
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.9, the documented way
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a queued retry
     return counter.n
 
 
