@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
 
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 
 from vlpeft.cli import main
 from vlpeft.data.vqa import load_vqa
+from vlpeft.errors import DataError
 from vlpeft.io import read_json
 from vlpeft.tracking.packaging import localize_package, package_model, read_meta
 from vlpeft.tracking.registry import (
@@ -48,6 +51,16 @@ def test_package_is_self_contained_and_predicts_the_same(trained_models, tiny_wo
         assert ref["path"].startswith(str(pkg.resolve()))
     images, questions, _ = _first_questions(tiny_world)
     assert Predictor.load(local).answers(images, questions) == Predictor.load(src).answers(images, questions)
+
+
+def test_package_refuses_a_model_whose_backbone_is_gone(trained_models, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained_models["vqa_none"] / "best", model)
+    meta = json.loads((model / "vlpeft_model.json").read_text())
+    meta["backbones"]["language"] = {"path": "/no/such/roberta", "resolved": None}
+    (model / "vlpeft_model.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="language backbone '/no/such/roberta' not found"):
+        package_model(model, tmp_path / "pkg")
 
 
 def test_headline_metrics_and_history_formats(trained_models, tmp_path):
@@ -94,11 +107,13 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
     assert version_by_alias(name, CHALLENGER).version == "2"
     run = client.get_run(version_by_alias(name, CHALLENGER).run_id)
     assert run.data.tags["stage"] == "register@vqa"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "history/train_loss")] == [1, 2]
 
     # review: both versions' numbers, routing, curves, samples predicted by the registered pyfunc models
     review = gather_review(name, data_root=tiny_world, samples=3)
     paths = write_review(review, tmp_path / "review")
+    if os.environ.get("VLPEFT_KEEP_REVIEW"):  # to look at the report by hand
+        shutil.copytree(tmp_path / "review", os.environ["VLPEFT_KEEP_REVIEW"], dirs_exist_ok=True)
     html, md = paths["html"].read_text(), paths["markdown"].read_text()
     assert [s.label for s in review.sides] == ["champion v1", "challenger v2"]
     for text in (html, md):
@@ -107,6 +122,7 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
             test = read_json(trained_models[key] / "metrics.json")["test"]
             assert f"{test['overall']:.4g}" in text and f"{test['perAnswerType']['other']:.4g}" in text
         assert "| routing | none | mul |" in md or "mul" in text
+    assert "history/" not in md and "train_loss" in html  # curves are plots, not result rows
     assert "data:image/png;base64," in html and html.count("<img") >= 3 + 1  # samples + at least one curve
     assert len({s.image_path for s in review.samples}) == 3  # one question per image, first test images
     images = [Image.open(s.image_path).convert("RGB") for s in review.samples]

@@ -49,6 +49,22 @@ def _backbone_dir(ref: dict[str, Any]) -> Path | None:
     return None
 
 
+def _looks_local(ref: dict[str, Any]) -> bool:
+    path = str(ref.get("path") or "")
+    return bool(ref.get("resolved")) or path.startswith(("/", ".", "~")) or Path(path).suffix != ""
+
+
+def zip_source(package: Path, dest: Path) -> Path:
+    """``dest`` = a zip of the Python package at ``package`` (importable from ``sys.path``), no caches."""
+    import zipfile
+
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(package.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                zf.write(f, f.relative_to(package.parent).as_posix())
+    return dest
+
+
 def package_model(model_dir: str | Path, dest: str | Path) -> Path:
     """Copy ``model_dir`` and every local backbone it references into ``dest`` (see module docstring).
 
@@ -66,7 +82,9 @@ def package_model(model_dir: str | Path, dest: str | Path) -> Path:
             continue
         src = _backbone_dir(ref)
         if src is None:
-            continue
+            if _looks_local(ref):  # a path that is gone: registering would store a model that cannot load
+                raise DataError(f"{model_dir / MODEL_FILE}: {role} backbone {ref.get('path')!r} not found")
+            continue  # a hub id: stays a reference
         key = src.resolve()
         if key not in by_source:  # two roles on one directory: copy it once
             target = f"backbones/{role}"

@@ -1,8 +1,9 @@
 """MLflow "models from code" definition of a registered vlpeft model (no pickle anywhere).
 
-``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"model": <package dir>})`` stores this file's
-source; loading executes it, and ``load_context`` rebuilds the model from files: the package's adapter and
-head weights (safetensors) and its copied backbones (Hugging Face directories), via ``Predictor.load``.
+``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"model": <package>, "code": <vlpeft zip>})``
+stores this file's source; loading executes it, and ``load_context`` rebuilds the model from files: the
+package's adapter and head weights (safetensors) and its copied backbones (Hugging Face directories), via
+``Predictor.load``.
 
 Input: a pandas DataFrame with column ``image`` (a base64-encoded PNG/JPEG, optionally a ``data:`` URL, or a
 local file path) and, for VQA, ``question``. Output: a DataFrame with one column, ``answer`` (VQA) or
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ class VlpeftPyfunc(PythonModel):
     """Answers questions about images (VQA) or captions images, from a vlpeft model package."""
 
     def load_context(self, context: Any) -> None:
+        code = context.artifacts.get("code")
+        if code and "vlpeft" not in sys.modules:
+            # The vlpeft source registered with the model (a zip on sys.path): the code version that trained
+            # it, and importable where vlpeft is not installed. A process that already runs vlpeft keeps it.
+            sys.path.insert(0, code)
         from vlpeft.tracking.packaging import localize_package, read_meta
         from vlpeft.train.predict import Predictor
 

@@ -8,7 +8,6 @@ then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_di
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+HISTORY = "history/"  # registration-run metrics holding the training history (curves), not results
 # Headline metrics stored as version tags (all numeric metrics go to the run).
 TAG_METRICS = ("overall", "perAnswerType.", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 
@@ -92,9 +92,22 @@ def latest_run_id(client: Any, experiment: str, stage: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+_CHECKED: set[str] = set()
+
+
+def _code_version() -> str:
+    """The git commit of the project being run, else of the checkout vlpeft was imported from."""
+    import vlpeft
+
+    commit = git_commit()
+    return commit if commit != UNKNOWN else git_commit(Path(vlpeft.__file__).parent)
+
+
 def _client(uri: str | None) -> tuple[Any, str]:
     quiet_mlflow_env()
-    uri = check_tracking(uri or tracking_uri())
+    uri = uri or tracking_uri()
+    if uri not in _CHECKED:  # one preflight per store and process
+        _CHECKED.add(check_tracking(uri))
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
@@ -124,14 +137,12 @@ def version_by_alias(name: str, alias: str, uri: str | None = None) -> VersionIn
 
 
 def _stage_files(model_dir: Path, staging: Path) -> tuple[Path, Path]:
-    """The model package and a clean copy of the vlpeft source tree (code_paths) in ``staging``."""
+    """The model package and a zip of the vlpeft source (one file: uploads through a server are per file)."""
     import vlpeft
-    from vlpeft.tracking.packaging import package_model
+    from vlpeft.tracking.packaging import package_model, zip_source
 
     package = package_model(model_dir, staging / "package")
-    code = staging / "code" / "vlpeft"
-    shutil.copytree(Path(vlpeft.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return package, code
+    return package, zip_source(Path(vlpeft.__file__).parent, staging / "vlpeft_src.zip")
 
 
 def _signature(task: str) -> Any:
@@ -160,7 +171,7 @@ def register_model(
 
     The new version gets alias ``challenger``, and ``champion`` too when the model has no champion yet.
     ``metrics`` (a metrics JSON) go to the run and, for the headline ones, to version tags; ``history`` (a
-    list of per-epoch/step records) is logged as metric history so the review can draw training curves.
+    list of per-epoch/step records) is logged as ``history/<name>`` metrics so the review can draw curves.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -186,7 +197,7 @@ def register_model(
         "routing": str(peft.get("routing", UNKNOWN)),
         "rank": str(peft.get("rank", UNKNOWN)),
         "data_version": data_hash,
-        "code_version": git_commit(),
+        "code_version": _code_version(),
         "code_dirty": str(git_dirty()).lower(),
         "model_dir": str(model_dir),
     }
@@ -206,7 +217,9 @@ def register_model(
         tracker.log_metrics(flat)
         for i, record in enumerate(history or []):
             step = int(record.get("step", record.get("epoch", i)))
-            values = {k: v for k, v in numeric_metrics(record).items() if k not in ("step", "epoch")}
+            values = {
+                f"{HISTORY}{k}": v for k, v in numeric_metrics(record).items() if k not in ("step", "epoch")
+            }
             tracker.log_metrics(values, step=step)
         package, code = _stage_files(model_dir, Path(tmp))
         mlflow.set_tracking_uri(uri)
@@ -216,8 +229,7 @@ def register_model(
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(PYFUNC_FILE),
-                    artifacts={"model": str(package)},
-                    code_paths=[str(code)],
+                    artifacts={"model": str(package), "code": str(code)},
                     pip_requirements=pip_requirements(),
                     signature=_signature(task),
                 )

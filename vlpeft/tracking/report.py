@@ -97,7 +97,8 @@ def curve_plots(review: Review) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for s in review.sides for k in s.curves})[:MAX_CURVES]
+    # A curve needs two points somewhere; a side with one point (a 1-epoch run) still shows as a marker.
+    keys = sorted({k for s in review.sides for k, pts in s.curves.items() if len(pts) > 1})[:MAX_CURVES]
     plots = []
     for key in keys:
         fig, ax = plt.subplots(figsize=(4.2, 2.8))

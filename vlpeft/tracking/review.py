@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from vlpeft.errors import TrackingError
-from vlpeft.tracking.registry import CHALLENGER, CHAMPION, VersionInfo, _client, aliases_of, version_by_alias
+from vlpeft.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    HISTORY,
+    VersionInfo,
+    _client,
+    aliases_of,
+    version_by_alias,
+)
 
 
 @dataclass
@@ -48,24 +56,28 @@ class Review:
     uri: str
 
 
-def _curves(client: Any, run_id: str | None) -> dict[str, list[tuple[int, float]]]:
-    """Metric histories with more than one step (training curves) of ``run_id``."""
+def _curves(client: Any, run_id: str | None, prefix: str | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Histories of ``run_id``: its ``prefix`` metrics (prefix dropped), or else all with several steps."""
     if not run_id:
         return {}
     run = client.get_run(run_id)
     curves = {}
     for key in sorted(run.data.metrics):
-        history = client.get_metric_history(run_id, key)
-        if len({m.step for m in history}) > 1:
-            curves[key] = sorted((int(m.step), float(m.value)) for m in history)
+        if prefix is not None and not key.startswith(prefix):
+            continue
+        points = sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
+        if prefix is not None or len({step for step, _ in points}) > 1:
+            curves[key[len(prefix or "") :]] = points
     return curves
 
 
 def _side(client: Any, label: str, version: VersionInfo, uri: str) -> Side:
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    curves = _curves(client, version.tags.get("train_run_id")) or _curves(client, version.run_id)
+    results = {k: v for k, v in metrics.items() if not k.startswith(HISTORY)}
+    # The training run's per-step curves when it is known, else the history logged at registration.
+    curves = _curves(client, version.tags.get("train_run_id")) or _curves(client, version.run_id, HISTORY)
     aliases = aliases_of(version.name, version.version, uri)
-    return Side(label, version, dict(metrics), curves, aliases)
+    return Side(label, version, results, curves, aliases)
 
 
 def _examples(task: str, data_root: Path, split: str, n: int) -> list[Sample]:
