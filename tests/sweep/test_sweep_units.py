@@ -152,3 +152,35 @@ def test_cli_refuses_a_bad_task(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])  # fmt: skip
     assert code == 2
     assert "--task 'retrieval'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("sweep", "expected_keys"),
+    [
+        (
+            {"sampler": "grid", "lr": [1e-3, 1e-2], "method": ["lora", "adapter"]},
+            {"routing", "rank", "lr", "method"},
+        ),
+        ({"lr": [1e-4, 1e-2]}, {"routing", "rank", "lr"}),
+        ({"lr": [3e-3]}, {"routing", "rank", "lr"}),
+        ({}, {"routing", "rank"}),
+    ],
+)
+def test_suggest_reads_queued_points_and_samples_the_rest(sweep, expected_keys):
+    import optuna
+
+    from vlpeft.sweep.space import suggest
+
+    cfg = params_with(routing=["none", "vl"], rank=[4, 8], **sweep).sweep
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    plan = queue_plan(cfg, 6, 0)
+    for values, _ in plan:
+        study.enqueue_trial(values)
+    for values, _ in plan:
+        got = suggest(study.ask(), cfg)
+        assert set(got) == expected_keys
+        assert all(got[k] == v for k, v in values.items())  # queued values are used as given
+        if cfg.lr is not None and len(cfg.lr) == 2 and cfg.sampler != "grid":
+            assert cfg.lr[0] <= got["lr"] <= cfg.lr[1]
+        elif cfg.lr is not None and len(cfg.lr) == 1:
+            assert got["lr"] == cfg.lr[0]
