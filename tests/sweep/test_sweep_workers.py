@@ -218,6 +218,19 @@ def test_supervisor_recovers_a_dead_worker_on_journal_storage(tmp_path, monkeypa
     assert retry_run.data.tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"]
     assert len(client.get_metric_history(retry_run.info.run_id, "toy_loss")) == 3
 
+    # Topping the study up later (or from another node) adds trials under the same parent run.
+    more = params.model_copy(update={"sweep": params.sweep.model_copy(update={"n_trials": 6})})
+    again = run_sweep(
+        more, "caption", tmp_path, tmp_path, out, train_fn=TOY, poll_seconds=0.2, optuna_plots=False
+    )
+    assert again["queued_now"] == 2 and again["trials"] == 7
+    assert again["mlflow_parent_run_id"] == summary["mlflow_parent_run_id"]
+    parent_id = summary["mlflow_parent_run_id"]
+    exp = client.get_run(parent_id).info.experiment_id
+    children = [r for r in client.search_runs([exp]) if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(7))
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
 
 @pytest.mark.timeout(120)
 def test_timeout_stops_starting_trials(tmp_path, monkeypatch):

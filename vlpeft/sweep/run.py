@@ -182,7 +182,7 @@ def run_sweep(
         from vlpeft.tracking.preflight import check_tracking, tracking_uri
 
         uri = check_tracking(tracking_uri())
-        parent = open_parent_run(shown, task, study_name, redact(storage_url), uri)
+        parent = open_parent_run(shown, task, study, redact(storage_url), uri)
 
     threads = sweep.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
     deadline = time.time() + timeout if timeout is not None else None

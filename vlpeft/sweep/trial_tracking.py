@@ -68,10 +68,60 @@ def trial_tracker(spec: WorkerSpec, trial: Any, params: Params, values: dict[str
         raise pruned
 
 
-def open_parent_run(params: Params, task: str, study_name: str, storage: str, uri: str) -> Any:
-    """The study's parent run (an entered ``MlflowTracker``); close it with ``close_parent_run``."""
+PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run, shared by every invocation
+
+
+class JoinedRun:
+    """An existing parent run that this invocation logs to (another node or an earlier run made it)."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step or 0)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: Any, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED" if exc_type is None else "FAILED")
+
+
+def _existing_run(uri: str, run_id: Any) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return (
+            bool(run_id)
+            and MlflowClient(tracking_uri=uri).get_run(str(run_id)).info.lifecycle_stage == "active"
+        )
+    except Exception:  # another tracking store, or the run was deleted
+        return False
+
+
+def open_parent_run(params: Params, task: str, study: Any, storage: str, uri: str) -> Any:
+    """The study's parent run, opened (close it with ``close_parent_run``).
+
+    One parent run per study: its id is kept on the study (user attr ``mlflow_parent_run_id``), so that a
+    later invocation (a top-up, or ``vlpeft sweep`` on another node sharing the storage) nests its trials
+    under the same run instead of making a new one.
+    """
     from vlpeft.config import params_to_dict
     from vlpeft.tracking.mlflow import MlflowTracker
+
+    study_name = study.study_name
+    known = study.user_attrs.get(PARENT_ATTR)
+    if _existing_run(uri, known):
+        return JoinedRun(uri, str(known))
 
     tracker = MlflowTracker(
         f"sweep@{task}",
@@ -82,6 +132,7 @@ def open_parent_run(params: Params, task: str, study_name: str, storage: str, ur
         tags={"optuna.study_name": study_name, "optuna.storage": storage, "sweep.task": task},
     )
     tracker.__enter__()
+    study.set_user_attr(PARENT_ATTR, tracker.run_id)
     return tracker
 
 
