@@ -239,9 +239,11 @@ class SweepConfig(Section):
       ``threads_per_worker`` torch threads (default: cores / W). sqlite is fine for a few local workers.
     - **Many machines**: point ``storage`` at a database server all of them reach, e.g.
       ``postgresql://user:pass@db-host:5432/optuna`` (or ``mysql+pymysql://…``), and start ``vlpeft sweep`` on
-      every node with the same ``study_name``; the first one creates the study and its queue, the others join.
+      every node with the same ``study_name``; the first one creates the study and its queue (start it a few
+      seconds before the others), the others join it and nest their trials under the same MLflow parent run.
       Dead workers are detected by heartbeat (``heartbeat_interval``, ``grace_period``) and their trials
-      retried up to ``max_retry`` times.
+      retried up to ``max_retry`` times. The password of a storage URL never lands in output files or MLflow.
+      ``optuna-dashboard <storage>`` (not a dependency) shows a running study live.
     - **No database server**: ``storage: journal:/shared/nfs/sweep.journal`` (any value without ``://`` is an
       Optuna journal file) works across processes and NFS nodes; journal storage has no heartbeat, so only
       the local supervisor can recover trials of a dead worker.
