@@ -110,30 +110,33 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
     assert [m.step for m in client.get_metric_history(run.info.run_id, "history/train_loss")] == [1, 2]
 
     # review: both versions' numbers, routing, curves, samples predicted by the registered pyfunc models
-    review = gather_review(name, data_root=tiny_world, samples=3)
-    paths = write_review(review, tmp_path / "review")
+    review_dir = tmp_path / "review"
+    args = ["registry", "review", "--model", name, "--out", str(review_dir), "--data", str(tiny_world)]
+    assert main([*args, "--samples", "3"]) == 0
     if os.environ.get("VLPEFT_KEEP_REVIEW"):  # to look at the report by hand
-        shutil.copytree(tmp_path / "review", os.environ["VLPEFT_KEEP_REVIEW"], dirs_exist_ok=True)
-    html, md = paths["html"].read_text(), paths["markdown"].read_text()
-    assert [s.label for s in review.sides] == ["champion v1", "challenger v2"]
+        shutil.copytree(review_dir, os.environ["VLPEFT_KEEP_REVIEW"], dirs_exist_ok=True)
+    html, md = (review_dir / "review.html").read_text(), (review_dir / "review.md").read_text()
+    record = read_json(review_dir / "review.json")
+    assert [s["label"] for s in record["sides"]] == ["champion v1", "challenger v2"]
+    samples = record["samples"]
     for text in (html, md):
         assert "champion v1" in text and "challenger v2" in text
         for key in ("vqa_none", "vqa_mul"):
             test = read_json(trained_models[key] / "metrics.json")["test"]
             assert f"{test['overall']:.4g}" in text and f"{test['perAnswerType']['other']:.4g}" in text
-        assert "| routing | none | mul |" in md or "mul" in text
+    assert "| routing | none | mul |" in md and "| perAnswerType.yes/no |" in md
     assert "history/" not in md and "train_loss" in html  # curves are plots, not result rows
     assert "data:image/png;base64," in html and html.count("<img") >= 3 + 1  # samples + at least one curve
-    assert len({s.image_path for s in review.samples}) == 3  # one question per image, first test images
-    images = [Image.open(s.image_path).convert("RGB") for s in review.samples]
-    questions = [s.question for s in review.samples]
+    assert len({s["image"] for s in samples}) == 3  # one question per image, first test images
+    images = [Image.open(s["image"]).convert("RGB") for s in samples]
+    questions = [s["question"] for s in samples]
     direct = {
         k: Predictor.load(trained_models[k] / "best").answers(images, questions)
         for k in ("vqa_none", "vqa_mul")
     }
-    assert [s.outputs["champion v1"] for s in review.samples] == direct["vqa_none"]
-    assert [s.outputs["challenger v2"] for s in review.samples] == direct["vqa_mul"]
-    assert json.loads(paths["json"].read_text())["sides"][1]["version"] == "2"
+    assert [s["outputs"]["champion v1"] for s in samples] == direct["vqa_none"]
+    assert [s["outputs"]["challenger v2"] for s in samples] == direct["vqa_mul"]
+    assert record["sides"][1]["version"] == "2" and record["sides"][1]["tags"]["routing"] == "mul"
 
     # promote moves champion to the challenger; a second promote changes nothing
     moved = promote(name)

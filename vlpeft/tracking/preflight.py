@@ -14,11 +14,15 @@ _ENV_DEFAULTS = {
     # Telemetry off: runs must not phone home (and CI has no network beyond package registries).
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
+    # MLflow retries a failing HTTP call 7 times with exponential backoff (minutes). A server that dies in
+    # the middle of training should cost one short stall, then the run goes on with the local log.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 
 
 def quiet_mlflow_env() -> None:
-    """Set MLflow's environment defaults for this project (unless the user set them)."""
+    """Set MLflow's environment defaults for this project (telemetry off, few HTTP retries) unless set."""
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
