@@ -80,3 +80,16 @@ def test_cli_bad_params_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "sweep.workers" in proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_shipped_params_and_configs_validate(name):
+    root = Path(__file__).parents[1]
+    params = load_params([root / "params.yaml", root / "configs" / name])
+    assert params.data.source == "coco"  # every shipped config is a real-scale setting
+
+
+def test_shipped_params_yaml_is_the_embedded_default():
+    params = load_params([Path(__file__).parents[1] / "params.yaml"])
+    assert params.data.source == "synthetic"
+    assert params.model.vision.startswith("models/")  # backbones from `vlpeft pretrain`, no hub access
