@@ -319,3 +319,17 @@ def test_fresh_run_clears_an_older_run(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint yet"):
         fit(build_model(), data, config(epochs=2), tmp_path, validate=make_validate(), progress=False)
     assert list(tmp_path.iterdir()) == []  # no stale best/last/curves pretending to belong to this run
+
+
+def test_bf16_autocast_only_on_cuda():
+    import contextlib
+    import warnings
+
+    from vlpeft.train.loop import _autocast
+
+    assert isinstance(_autocast(torch.device("cpu"), True), contextlib.nullcontext)
+    assert isinstance(_autocast(torch.device("cuda"), False), contextlib.nullcontext)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA not available" on CPU-only machines
+        ctx = _autocast(torch.device("cuda"), True)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
