@@ -117,6 +117,14 @@ def _watch(
                 procs[i] = _launch(specs[i], work_dir / f"worker-{i}.json", log)
 
 
+def _cores() -> int:
+    """CPU cores this process may use (the affinity mask, which containers and taskset restrict)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _progress_printer(total: int) -> Any:
     from tqdm import tqdm
 
@@ -184,7 +192,7 @@ def run_sweep(
         uri = check_tracking(tracking_uri())
         parent = open_parent_run(shown, task, study, redact(storage_url), uri)
 
-    threads = sweep.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
+    threads = sweep.threads_per_worker or max(1, _cores() // n_workers)
     deadline = time.time() + timeout if timeout is not None else None
     from vlpeft.config import params_to_dict
 
@@ -207,7 +215,7 @@ def run_sweep(
         )
         for i in range(n_workers)
     ]
-    progress = _progress_printer(n)
+    progress = _progress_printer(len(study.get_trials(deepcopy=False)))
     failed = True
     try:
         exits = supervise(study, specs, out / "workers", sweep.max_retry, poll_seconds, progress)
