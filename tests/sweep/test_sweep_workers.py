@@ -60,7 +60,7 @@ def _storage_for(backend: str, tmp_path: Path, request) -> str | None:
 def test_two_workers_run_exactly_the_requested_trials(backend, tmp_path, monkeypatch, request):
     storage = _storage_for(backend, tmp_path, request)
     monkeypatch.setenv("VLPEFT_TOY_FAIL_ROUTING", "add")
-    monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.1")
+    monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.15")  # enough work that both workers get some
     out = tmp_path / "out"
     params = toy_params(storage)
     plots = backend == "sqlite"  # Optuna's plots cost seconds; once is enough
@@ -137,9 +137,9 @@ def _wait_for(predicate, timeout: float, what: str):
 def test_killed_worker_trial_is_failed_and_retried_by_heartbeat(backend, tmp_path, monkeypatch, request):
     storage = _storage_for(backend, tmp_path, request) or f"sqlite:///{tmp_path / 'optuna.db'}"
     monkeypatch.setenv("VLPEFT_TOY_SLEEP", "0.3")
-    params = toy_params(storage, n_trials=4, pruner="none")
+    params = toy_params(storage, n_trials=5, pruner="none")
     sweep = params.sweep
-    prepare_study(open_storage(storage, sweep), "kill", sweep, "vqa", queue_plan(sweep, 4, 0))
+    prepare_study(open_storage(storage, sweep), "kill", sweep, "vqa", queue_plan(sweep, 5, 0))
     specs = [
         WorkerSpec(
             storage=storage,
@@ -180,8 +180,8 @@ def test_killed_worker_trial_is_failed_and_retried_by_heartbeat(backend, tmp_pat
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params and retries[0].user_attrs["slot"] == killed.user_attrs["slot"]
     originals = [t for t in trials if not is_retry(t)]
-    assert sorted(t.user_attrs["slot"] for t in originals) == list(range(4))
-    assert len({t.number for t in trials}) == len(trials) == 5
+    assert sorted(t.user_attrs["slot"] for t in originals) == list(range(5))
+    assert len({t.number for t in trials}) == len(trials) == 6
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
 
 
