@@ -177,3 +177,9 @@ def test_review_of_a_single_version_and_captions(
     assert "nothing to compare" in paths["markdown"].read_text()
     with pytest.raises(Exception, match="vqa"):
         register_model("vqa", trained_models["caption"] / "best", metrics, name)
+    # an `evaluate caption` metrics file (no parameter counts): they are counted from the model itself
+    again = register_model(
+        "caption", trained_models["caption"] / "best", {"CIDEr": 12.5, "SPICE": None}, name
+    )
+    assert again.aliases == [CHALLENGER] and again.tags["metric.CIDEr"] == "12.5000"
+    assert again.tags["params_trainable"] == str(metrics["model"]["trainable"])

@@ -49,7 +49,7 @@ def register(
             write_json(out, {"name": name, "registered": False})
         return
     from vlpeft.tracking.packaging import read_meta
-    from vlpeft.tracking.registry import model_param_report, read_history, register_model
+    from vlpeft.tracking.registry import read_history, register_model
 
     read_meta(model)  # a wrong --model is a one-line error before anything is logged
     result = register_model(
@@ -59,7 +59,6 @@ def register(
         name,
         experiment=cfg.tracking.experiment,
         history=read_history(history) if history else None,
-        param_report=model_param_report(model),
     )
     typer.echo(f"registered {result.name} version {result.version} (aliases: {', '.join(result.aliases)})")
     if out:

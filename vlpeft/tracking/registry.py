@@ -186,8 +186,9 @@ def register_model(
     client, uri = _client(uri)
     peft = meta.get("peft") or {}
     flat = headline_metrics(metrics)
-    if param_report is None and isinstance(metrics.get("model"), dict):  # train_task's metrics.json has it
-        param_report = metrics["model"]
+    if param_report is None:  # train_task's metrics.json has it; else count (loads the model: seconds)
+        given = metrics.get("model") if isinstance(metrics, dict) else None
+        param_report = given if isinstance(given, dict) else model_param_report(model_dir)
     if train_run_id is None:
         train_run_id = latest_run_id(client, experiment, f"train@{task}")
     data_hash = data_hash or data_version(f"train@{task}")
