@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-TOY = "sweep_toy_train:train"
 
 
 @pytest.fixture(autouse=True)

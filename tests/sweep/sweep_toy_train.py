@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+TOY = "sweep_toy_train:train"  # how workers import it (tests/sweep is on their PYTHONPATH)
 BASE = {"none": 0.50, "add": 0.55, "mul": 0.60, "mul_expand": 0.58, "vl": 0.66, "vl_relu": 0.62}
 
 

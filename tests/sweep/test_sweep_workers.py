@@ -16,9 +16,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TOY
 from optuna.trial import TrialState
-from sweep_toy_train import final_score
+from sweep_toy_train import TOY, final_score
 
 from vlpeft.config import params_from_dict
 from vlpeft.sweep.run import _launch, run_sweep
