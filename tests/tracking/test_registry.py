@@ -157,6 +157,17 @@ def test_register_rejects_bad_input_in_one_line(tmp_path, capsys, sqlite_store, 
     assert code == 2 and "vlpeft_model.json" in err and len(err.strip().splitlines()) == 1
     assert main(["registry", "promote", "--model", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+    assert main(["register", "--task", "bogus", "--model", str(tmp_path), "--metrics", "m.json"]) == 2
+    assert "--task" in capsys.readouterr().err
+
+
+def test_register_with_tracking_off_registers_nothing(trained_models, tmp_path, capsys):
+    out = tmp_path / "registered.json"
+    best, metrics = trained_models["vqa_none"] / "best", trained_models["vqa_none"] / "metrics.json"
+    args = ["register", "--task", "vqa", "--model", str(best), "--metrics", str(metrics), "--out", str(out)]
+    assert main([*args, "--set", "tracking.enabled=false"]) == 0
+    assert read_json(out) == {"name": "vlpeft-vqa", "registered": False}
+    assert "not registered" in capsys.readouterr().out
 
 
 def test_review_of_a_single_version_and_captions(
