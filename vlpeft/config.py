@@ -79,7 +79,7 @@ class VitPretrainConfig(Section):
 class TextPretrainConfig(Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="300 steps: MLM val loss 0.71 at 1e-3, 0.60 at 2e-3")
     max_positions: int = Field(40, ge=8)
 
 
