@@ -57,10 +57,9 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (free port, 1 worker, temp sqlite store, proxied artifacts)."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """Start a real ``mlflow server`` on 127.0.0.1 (free port, 1 worker, sqlite store and proxied artifacts
+    under ``root``) and wait for ``/health``; returns the process (stop it with ``stop``) and its URI."""
     port = free_port()
     log = root / "server.log"
     # No background job runner (a second heavy process, unused here): the server is ready ~1/3 sooner.
@@ -77,7 +76,18 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
         )
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/health", proc, SERVER_START_TIMEOUT, log)
-        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """One real ``mlflow server`` for the whole session (starting one costs ~7 s)."""
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
+    try:
+        yield uri
     finally:
         stop(proc)
 
@@ -93,7 +103,9 @@ def sqlite_store(tmp_path_factory) -> str:
 @pytest.fixture
 def net() -> SimpleNamespace:
     """Helpers for tests that start their own local processes."""
-    return SimpleNamespace(free_port=free_port, wait_http_ok=wait_http_ok, stop=stop)
+    return SimpleNamespace(
+        free_port=free_port, wait_http_ok=wait_http_ok, stop=stop, start_mlflow_server=start_mlflow_server
+    )
 
 
 @pytest.fixture(params=["sqlite", "server"])

@@ -194,3 +194,24 @@ def test_open_tracker_respects_enabled(tracking_uri):
     with open_tracker(params, "train@vqa") as tr:
         assert isinstance(tr, MlflowTracker)
     assert MlflowClient(tracking_uri).get_run(tr.run_id).data.params["tracking.experiment"] == "exp"
+
+
+@pytest.mark.slow
+def test_server_dying_mid_run_loses_nothing(tmp_path, net, sqlite_store):
+    """A real server killed mid-run: one warning, training goes on, the local log replays every metric."""
+    proc, uri = net.start_mlflow_server(tmp_path)
+    log = tmp_path / "run.jsonl"
+    try:
+        with MlflowTracker("train@vqa", uri=uri, experiment="die", local_log=log) as tr:
+            tr.log_metrics({"loss": 3.0}, step=0)
+            net.stop(proc)
+            started = time.monotonic()
+            with pytest.warns(RuntimeWarning, match=f"tracking URI {uri}: logging failed"):
+                tr.log_metrics({"loss": 2.0}, step=1)
+            tr.log_metrics({"loss": 1.0}, step=2)
+            assert not tr.healthy and time.monotonic() - started < 30  # few retries, then on without MLflow
+    finally:
+        net.stop(proc)
+    new_id = replay_local_log(log, experiment="die", uri=sqlite_store)
+    history = MlflowClient(sqlite_store).get_metric_history(new_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0), (2, 1.0)]
