@@ -182,7 +182,7 @@ def test_logging_failure_mid_run_keeps_going_and_local_log_replays(tracking_uri,
     assert client.get_run(new_id).data.tags["stage"] == "train@caption"
 
 
-def test_open_tracker_respects_enabled(tracking_uri):
+def test_open_tracker_respects_enabled(tracking_uri, tmp_path):
     params = Params()
     params.tracking.enabled = False
     with open_tracker(params, "train@vqa") as tr:
@@ -193,7 +193,11 @@ def test_open_tracker_respects_enabled(tracking_uri):
     params.tracking.experiment = "exp"
     with open_tracker(params, "train@vqa") as tr:
         assert isinstance(tr, MlflowTracker)
+        tr.log_metrics({"loss": 0.5}, step=3)
     assert MlflowClient(tracking_uri).get_run(tr.run_id).data.params["tracking.experiment"] == "exp"
+    (log,) = (tmp_path / ".vlpeft" / "tracking").glob("train@vqa-*.jsonl")  # the local copy, by default
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"kind": "metrics", "step": 3, "data": {"loss": 0.5}}.items() <= records[-2].items()
 
 
 @pytest.mark.slow

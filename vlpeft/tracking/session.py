@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from vlpeft.tracking.base import NullTracker
 
+AUTO = "auto"
+LOCAL_LOG_DIR = Path(".vlpeft") / "tracking"
+
 if TYPE_CHECKING:
     from vlpeft.config import Params
     from vlpeft.tracking.mlflow import MlflowTracker
@@ -17,7 +20,7 @@ def open_tracker(
     stage: str,
     *,
     run_name: str | None = None,
-    local_log: str | Path | None = None,
+    local_log: str | Path | None = AUTO,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> MlflowTracker | NullTracker:
@@ -27,12 +30,24 @@ def open_tracker(
     ``$MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` at the project root) whose ``__enter__``
     checks the tracking store first, so an unreachable server is a ``TrackingError`` before any training.
     The resolved config is logged as flattened params and as an artifact.
+
+    Every call is also appended to a local JSON-lines log first (``local_log``; by default
+    ``<project root>/.vlpeft/tracking/<stage>-<UTC time>-<pid>.jsonl``, None for none), so a tracking server
+    that dies mid-run loses nothing: ``vlpeft.tracking.mlflow.replay_local_log`` sends it later.
     """
     if not params.tracking.enabled:
         return NullTracker()
     from vlpeft.config import params_to_dict
     from vlpeft.tracking.mlflow import MlflowTracker
 
+    if local_log == AUTO:
+        import os
+        import time
+
+        from vlpeft.tracking.preflight import project_root
+
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        local_log = project_root() / LOCAL_LOG_DIR / f"{stage}-{stamp}-{os.getpid()}.jsonl"
     return MlflowTracker(
         stage,
         config=params_to_dict(params),
