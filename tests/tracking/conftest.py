@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -57,6 +58,54 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+class TcpProxy:
+    """A TCP forwarder on a free 127.0.0.1 port to ``target_port``; ``close()`` makes the server vanish for
+    its clients exactly like a crashed one (open connections reset, new ones refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            if self.closed:
+                client.close()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):  # wakes the blocked accept() (close alone does not on Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
 def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
     """Start a real ``mlflow server`` on 127.0.0.1 (free port, 1 worker, sqlite store and proxied artifacts
     under ``root``) and wait for ``/health``; returns the process (stop it with ``stop``) and its URI."""
@@ -104,7 +153,11 @@ def sqlite_store(tmp_path_factory) -> str:
 def net() -> SimpleNamespace:
     """Helpers for tests that start their own local processes."""
     return SimpleNamespace(
-        free_port=free_port, wait_http_ok=wait_http_ok, stop=stop, start_mlflow_server=start_mlflow_server
+        free_port=free_port,
+        wait_http_ok=wait_http_ok,
+        stop=stop,
+        start_mlflow_server=start_mlflow_server,
+        TcpProxy=TcpProxy,
     )
 
 

@@ -107,6 +107,7 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
     assert version_by_alias(name, CHALLENGER).version == "2"
     run = client.get_run(version_by_alias(name, CHALLENGER).run_id)
     assert run.data.tags["stage"] == "register@vqa"
+    assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "history/train_loss")] == [1, 2]
 
     # review: both versions' numbers, routing, curves, samples predicted by the registered pyfunc models

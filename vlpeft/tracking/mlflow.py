@@ -74,6 +74,7 @@ class MlflowTracker:
         local_log: JSON-lines file every call is appended to before it goes to MLflow.
         parent_run_id: makes this a nested run (a sweep trial under its study run).
         tags: extra tags; provenance tags (git commit, dirty flag, DVC data hash, stage) are added.
+        cwd: project directory for git and ``dvc.lock`` (default: the project root above the current dir).
     """
 
     def __init__(
@@ -87,17 +88,17 @@ class MlflowTracker:
         local_log: str | Path | None = None,
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
-        cwd: str | Path = ".",
+        cwd: str | Path | None = None,
     ) -> None:
         self.stage = stage
         self.config = config
         self.experiment = experiment
-        self.uri = uri or tracking_uri(cwd)
+        self.uri = uri or tracking_uri(cwd or ".")
         self.run_name = run_name or stage
         self.local_log = Path(local_log) if local_log else None
         self.parent_run_id = parent_run_id
         self.extra_tags = dict(tags or {})
-        self.cwd = Path(cwd)
+        self.cwd = Path(cwd) if cwd is not None else None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self._client: Any = None

@@ -105,9 +105,15 @@ def data_version(stage: str, lock_path: str | Path = "dvc.lock") -> str:
     return hashlib.md5(text.encode()).hexdigest()[:16]
 
 
-def provenance_tags(stage: str | None, cwd: str | Path = ".") -> dict[str, str]:
-    """Tags every run carries: stage, git commit + dirty flag (also MLflow's own source tag), data version."""
-    root = Path(cwd)
+def provenance_tags(stage: str | None, cwd: str | Path | None = None) -> dict[str, str]:
+    """Tags every run carries: stage, git commit + dirty flag (also MLflow's own source tag), data version.
+
+    ``cwd`` is the project directory (default: the project root above the current directory), where git runs
+    and ``dvc.lock`` is read.
+    """
+    from vlpeft.tracking.preflight import project_root
+
+    root = Path(cwd) if cwd is not None else project_root()
     commit = git_commit(root)
     dirty = git_dirty(root)
     tags = {

@@ -8,13 +8,14 @@ then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlpeft.errors import TrackingError
-from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, tracking_uri
+from vlpeft.tracking.preflight import check_tracking, project_root, quiet_mlflow_env, tracking_uri
 from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_dirty
 
 CHAMPION = "champion"
@@ -191,7 +192,7 @@ def register_model(
         param_report = given if isinstance(given, dict) else model_param_report(model_dir)
     if train_run_id is None:
         train_run_id = latest_run_id(client, experiment, f"train@{task}")
-    data_hash = data_hash or data_version(f"train@{task}")
+    data_hash = data_hash or data_version(f"train@{task}", project_root() / "dvc.lock")
     tags = {
         "task": task,
         "method": str(peft.get("method", UNKNOWN)),
@@ -216,6 +217,7 @@ def register_model(
     with tracker, tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
         tracker.log_params({"model": meta.get("model", {}), "peft": peft, "task": task})
         tracker.log_metrics(flat)
+        tracker.log_text(json.dumps(metrics, indent=2), "metrics.json")
         for i, record in enumerate(history or []):
             step = int(record.get("step", record.get("epoch", i)))
             values = {
@@ -313,7 +315,6 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     step/epoch) or a CSV/TSV with a header row. Each record holds ``step`` or ``epoch`` plus numbers.
     """
     import csv
-    import json
 
     from vlpeft.errors import DataError
 
