@@ -82,7 +82,9 @@ def test_cli_bad_params_is_one_line_exit_2(tmp_path):
     assert "sweep.workers" in proc.stderr
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
+)
 def test_shipped_params_and_configs_validate(name):
     root = Path(__file__).parents[1]
     params = load_params([root / "params.yaml", root / "configs" / name])

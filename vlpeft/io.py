@@ -34,10 +34,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     """Write JSON atomically (temp file, then rename): never a half-written file."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=indent)
-            fh.write("\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=indent)
+        fh.write("\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -55,6 +54,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         with open(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise DataError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
