@@ -15,7 +15,9 @@ from vlpeft.cli import main
 from vlpeft.data.vqa import load_vqa
 from vlpeft.errors import DataError
 from vlpeft.io import read_json
+from vlpeft.tracking.mlflow import MlflowTracker
 from vlpeft.tracking.packaging import localize_package, package_model, read_meta
+from vlpeft.tracking.provenance import data_version
 from vlpeft.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -95,6 +97,19 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
         first.tags
     )
 
+    # Under DVC: the stage that wrote the model gives the data version and the training run (its curves).
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  data:\n    outs:\n    - path: data/synthetic\n      md5: feed.dir\n"
+        f"  train@vqa-mul:\n    deps:\n    - path: data/synthetic\n      md5: feed.dir\n"
+        f"    outs:\n    - path: {trained_models['vqa_mul']}\n      md5: beef.dir\n"
+    )
+    monkeypatch.setenv("DVC_STAGE", "train@vqa-mul")
+    with MlflowTracker("train@vqa", experiment="reg") as train_run:  # what `vlpeft train` opens
+        for step in range(3):
+            train_run.log_metrics({"train/loss": 3.0 - step}, step=step)
+    monkeypatch.delenv("DVC_STAGE")
+
     # second version through the CLI: challenger only, champion stays on version 1
     out = tmp_path / "registered.json"
     code = main(["register", "--task", "vqa", "--model", str(trained_models["vqa_mul"] / "best"),
@@ -108,6 +123,10 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
     run = client.get_run(version_by_alias(name, CHALLENGER).run_id)
     assert run.data.tags["stage"] == "register@vqa"
     assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    second = version_by_alias(name, CHALLENGER).tags
+    assert second["train_stage"] == "train@vqa-mul" and second["train_run_id"] == train_run.run_id
+    assert second["data_version"] == data_version("train@vqa-mul", lock) != "unknown"
+    assert first.tags["data_version"] == "unknown" and "train_run_id" not in first.tags
     assert [m.step for m in client.get_metric_history(run.info.run_id, "history/train_loss")] == [1, 2]
 
     # review: both versions' numbers, routing, curves, samples predicted by the registered pyfunc models
@@ -126,7 +145,8 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
             test = read_json(trained_models[key] / "metrics.json")["test"]
             assert f"{test['overall']:.4g}" in text and f"{test['perAnswerType']['other']:.4g}" in text
     assert "| routing | none | mul |" in md and "| perAnswerType.yes/no |" in md
-    assert "history/" not in md and "train_loss" in html  # curves are plots, not result rows
+    assert "history/" not in md  # curves are plots, not result rows
+    assert "alt='train/loss'" in html  # v2's curves come from its training run
     assert "data:image/png;base64," in html and html.count("<img") >= 3 + 1  # samples + at least one curve
     assert len({s["image"] for s in samples}) == 3  # one question per image, first test images
     images = [Image.open(s["image"]).convert("RGB") for s in samples]

@@ -14,7 +14,14 @@ from vlpeft.config import Params, flatten, params_to_dict
 from vlpeft.errors import TrackingError
 from vlpeft.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from vlpeft.tracking.mlflow import MAX_PARAM_VALUE, MlflowTracker, replay_local_log
-from vlpeft.tracking.provenance import data_version, git_commit, git_dirty, stage_dep_hashes
+from vlpeft.tracking.provenance import (
+    data_version,
+    git_commit,
+    git_dirty,
+    producing_stage,
+    provenance_tags,
+    stage_dep_hashes,
+)
 
 LOCK = """\
 schema: '2.0'
@@ -114,6 +121,17 @@ def test_dvc_hash_prefers_upstream_outs_and_skips_code(tmp_path):
     before = data_version("train@vqa", lock)
     lock.write_text(LOCK.replace("1111aaaa", "9999ffff"))
     assert data_version("train@vqa", lock) != before
+
+
+def test_under_dvc_the_stage_and_root_come_from_dvc(tmp_path, monkeypatch):
+    (tmp_path / "dvc.lock").write_text(LOCK)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_STAGE", "train@vqa")
+    tags = provenance_tags("train")
+    assert tags["stage"] == "train" and tags["dvc_stage"] == "train@vqa"
+    assert tags["dvc_data_hash"] == data_version("train@vqa", tmp_path / "dvc.lock") != "unknown"
+    assert producing_stage(tmp_path / "data" / "synthetic" / "images", tmp_path / "dvc.lock") == "data"
+    assert producing_stage(tmp_path / "elsewhere", tmp_path / "dvc.lock") is None
 
 
 def test_git_commit_and_dirty(tmp_path):

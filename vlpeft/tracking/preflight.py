@@ -28,7 +28,10 @@ def quiet_mlflow_env() -> None:
 
 
 def project_root(start: str | Path = ".") -> Path:
-    """The nearest directory at or above ``start`` with a dvc.yaml, .dvc, .git or params.yaml (else start)."""
+    """``$DVC_ROOT`` under ``dvc repro``; else the nearest directory at or above ``start`` with a dvc.yaml,
+    .dvc, .git or params.yaml (else ``start``)."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
     here = Path(start).resolve()
     for candidate in (here, *here.parents):
         if any((candidate / m).exists() for m in ROOT_MARKERS):

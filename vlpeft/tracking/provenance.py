@@ -7,6 +7,7 @@ label on a run, not a precondition for running.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,21 @@ def stage_dep_hashes(stage: str, lock_path: str | Path = "dvc.lock") -> dict[str
     return hashes
 
 
+def producing_stage(path: str | Path, lock_path: str | Path = "dvc.lock") -> str | None:
+    """The ``dvc.lock`` stage whose output is ``path`` or contains it (e.g. ``train@vqa-best`` for
+    ``artifacts/train/vqa-best/best``); None when no stage made it."""
+    lock_path = Path(lock_path)
+    target = Path(path).resolve()
+    for name, entry in read_lock(lock_path).items():
+        for out in (entry.get("outs", []) or []) if isinstance(entry, dict) else []:
+            if not isinstance(out, dict) or not out.get("path"):
+                continue
+            out_path = (lock_path.parent / str(out["path"])).resolve()
+            if target == out_path or out_path in target.parents:
+                return str(name)
+    return None
+
+
 def data_version(stage: str, lock_path: str | Path = "dvc.lock") -> str:
     """One short digest of a stage's data deps (see ``stage_dep_hashes``), or ``"unknown"``.
 
@@ -106,7 +122,8 @@ def data_version(stage: str, lock_path: str | Path = "dvc.lock") -> str:
 
 
 def provenance_tags(stage: str | None, cwd: str | Path | None = None) -> dict[str, str]:
-    """Tags every run carries: stage, git commit + dirty flag (also MLflow's own source tag), data version.
+    """Tags every run carries: stage (+ ``dvc_stage`` under DVC), git commit + dirty flag (also MLflow's own
+    source tag) and the data version.
 
     ``cwd`` is the project directory (default: the project root above the current directory), where git runs
     and ``dvc.lock`` is read.
@@ -121,7 +138,12 @@ def provenance_tags(stage: str | None, cwd: str | Path | None = None) -> dict[st
         "git_dirty": UNKNOWN if dirty is None else str(dirty).lower(),
         "mlflow.source.git.commit": commit,
     }
+    # Under `dvc repro` DVC names the exact stage (``train@vqa-best``) in $DVC_STAGE: its deps give the hash.
+    dvc_stage = os.environ.get("DVC_STAGE")
+    if dvc_stage:
+        tags["dvc_stage"] = dvc_stage
     if stage:
         tags["stage"] = stage
-        tags["dvc_data_hash"] = data_version(stage, root / "dvc.lock")
+    if stage or dvc_stage:
+        tags["dvc_data_hash"] = data_version(dvc_stage or str(stage), root / "dvc.lock")
     return tags

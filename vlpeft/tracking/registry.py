@@ -16,7 +16,7 @@ from typing import Any
 
 from vlpeft.errors import TrackingError
 from vlpeft.tracking.preflight import check_tracking, project_root, quiet_mlflow_env, tracking_uri
-from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_dirty
+from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_dirty, producing_stage
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -79,14 +79,15 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {**numeric_metrics(rest), **numeric_metrics(test)}
 
 
-def latest_run_id(client: Any, experiment: str, stage: str) -> str | None:
-    """The newest finished run of ``stage`` in ``experiment`` (the training run behind a registration)."""
+def latest_run_id(client: Any, experiment: str, stage: str, dvc: bool = False) -> str | None:
+    """The newest finished run of ``stage`` (a ``dvc_stage`` tag if ``dvc``) in ``experiment``."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
+    tag = "dvc_stage" if dvc else "stage"
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.{tag} = '{stage}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -190,9 +191,14 @@ def register_model(
     if param_report is None:  # train_task's metrics.json has it; else count (loads the model: seconds)
         given = metrics.get("model") if isinstance(metrics, dict) else None
         param_report = given if isinstance(given, dict) else model_param_report(model_dir)
+    # The DVC stage that wrote the model (``train@vqa-best``) names its data and its training run.
+    lock = project_root() / "dvc.lock"
+    train_stage = producing_stage(model_dir, lock)
     if train_run_id is None:
-        train_run_id = latest_run_id(client, experiment, f"train@{task}")
-    data_hash = data_hash or data_version(f"train@{task}", project_root() / "dvc.lock")
+        train_run_id = latest_run_id(
+            client, experiment, train_stage or f"train@{task}", dvc=bool(train_stage)
+        )
+    data_hash = data_hash or data_version(train_stage or f"train@{task}", lock)
     tags = {
         "task": task,
         "method": str(peft.get("method", UNKNOWN)),
@@ -211,6 +217,8 @@ def register_model(
         }
     if train_run_id:
         tags["train_run_id"] = train_run_id
+    if train_stage:
+        tags["train_stage"] = train_stage
     tags |= {f"metric.{k}": f"{v:.4f}" for k, v in flat.items() if k.startswith(TAG_METRICS)}
 
     tracker = MlflowTracker(f"register@{task}", experiment=experiment, uri=uri, tags=tags)
