@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -78,6 +79,10 @@ def test_round_trip_fp32_exact_with_shards_index_and_provenance(encoder, items, 
         "index.json",
         *(f"shard-0000{i}.safetensors" for i in range(3)),
     ]
+    umask = os.umask(0)
+    os.umask(umask)
+    # Shared artifact: umask permissions, not safetensors' 0600.
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
 
     store = FeatureStore(out)
     assert len(store) == 8 and items[0][0] in store and 5 not in store

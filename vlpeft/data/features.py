@@ -30,6 +30,7 @@ from vlpeft.data.images import load_image
 from vlpeft.errors import DataError
 from vlpeft.io import atomic_path, read_json
 from vlpeft.models.vision import VisionEncoder
+from vlpeft.pretrain.common import make_readable
 
 FORMAT, VERSION = "vlpeft-features", 1
 INDEX = "index.json"
@@ -140,6 +141,7 @@ def extract_features(
             "provenance": provenance,
         }
         (tmp / INDEX).write_text(json.dumps({**meta, "index": index}, indent=1) + "\n")
+        make_readable(tmp)
     return meta
 
 
