@@ -61,5 +61,10 @@ def tiny_backbones(tiny_world, tmp_path_factory):
         }
     )
     out = tmp_path_factory.mktemp("tiny_backbones")
-    pretrain_backbones(params, tiny_world, out, out / "metrics.json", device=torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster, and 2 threads stall on a busy machine
+    try:
+        pretrain_backbones(params, tiny_world, out, out / "metrics.json", device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
     return {part: out / part for part in ("vit", "roberta", "gpt2")}

@@ -18,6 +18,15 @@ from vlpeft.models.vision import VisionEncoder
 from vlpeft.pretrain.vit import build_image_processor
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny encoder: one thread is faster, and does not stall when the machine is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
