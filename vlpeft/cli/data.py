@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
-from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.cli.common import ParamsOption, SetOption, load, stage_run
 
 data_app = typer.Typer(help="Datasets: the synthetic world, real COCO/VQAv2 download and preparation.")
 app.add_typer(data_app, name="data")
@@ -32,7 +32,9 @@ def synth(
     from vlpeft.data.synth import generate_world
 
     cfg = load(params, sets)
-    world = generate_world(cfg.world, out, seed=cfg.seed if seed is None else seed)
+    with stage_run(cfg, "data") as log:
+        world = generate_world(cfg.world, out, seed=cfg.seed if seed is None else seed)
+        log({"counts": world["counts"], "seconds": world["seconds"]}, out / "world.json")
     counts = world["counts"]
     typer.echo(
         f"wrote {out}: images {counts['images']}, questions {counts['questions']}, "

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
-from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.cli.common import ParamsOption, SetOption, load, stage_run
 
 
 @app.command("pretrain")
@@ -33,7 +33,9 @@ def pretrain(
     from vlpeft.pretrain import PARTS, pretrain_backbones
 
     cfg = load(params, sets)
-    result = pretrain_backbones(cfg, data, out, metrics, parts=only or PARTS)
+    with stage_run(cfg, "pretrain") as log:
+        result = pretrain_backbones(cfg, data, out, metrics, parts=only or PARTS)
+        log(result, *((metrics,) if metrics else ()))
     seconds = result["seconds"]
     if "vit" in result:
         v = result["vit"]
@@ -85,17 +87,19 @@ def features(
     name = encoder or cfg.model.vision
     enc = VisionEncoder.from_pretrained(name, pooling=fc.pooling)
     enc.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    meta = extract_features(
-        enc,
-        image_table(data),
-        out,
-        kind=fc.kind,
-        dtype=fc.dtype,
-        batch_size=fc.batch_size,
-        shard_size=fc.shard_size,
-        extra_provenance={"data_root": str(data)},
-    )
-    typer.echo(
-        f"wrote {out}: {meta['n_images']} images, {'+'.join(meta['kinds'])} features, width {meta['width']}, "
-        f"{meta['dtype']}, {len(meta['shards'])} shard(s)"
-    )
+    with stage_run(cfg, "features") as log:
+        meta = extract_features(
+            enc,
+            image_table(data),
+            out,
+            kind=fc.kind,
+            dtype=fc.dtype,
+            batch_size=fc.batch_size,
+            shard_size=fc.shard_size,
+            extra_provenance={"data_root": str(data)},
+        )
+        typer.echo(
+            f"wrote {out}: {meta['n_images']} images, {'+'.join(meta['kinds'])} features, "
+            f"width {meta['width']}, {meta['dtype']}, {len(meta['shards'])} shard(s)"
+        )
+        log({"images": meta["n_images"], "width": meta["width"]}, out / "index.json")
