@@ -155,6 +155,26 @@ class VLModel(nn.Module):
 
         return visual_context(x_v)
 
+    def generate_from_embeds(
+        self, embeds: torch.Tensor, mask: torch.Tensor, x_v: torch.Tensor | None, **kwargs: Any
+    ) -> Any:
+        """Deterministic HF ``generate`` from input embeddings inside the routing context, with scores.
+
+        ``kwargs`` go to ``generate`` (``max_new_tokens``, ``num_beams``, ``length_penalty``, ...); the
+        model's ``eos_id`` stops generation and its tokenizer's pad id pads finished beams.
+        """
+        with self.routing_context(x_v):
+            return self.hf.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                do_sample=False,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+                **kwargs,
+            )
+
     def prefix_embeds(self, x_v: torch.Tensor | None) -> torch.Tensor | None:
         """The visual prefix tokens (B, m, d), or ``None`` when ``visual_prefix`` is off."""
         return x_v if (self.model_cfg.visual_prefix and x_v is not None) else None

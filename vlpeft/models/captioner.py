@@ -128,20 +128,15 @@ class Captioner(VLModel):
         start = self.start_embeds(x_v, batch)
         mask = torch.ones(start.shape[:2], dtype=torch.long, device=start.device)
         self.check_length(start.shape[1] + max_new_tokens, "prefix + generated caption")
-        with self.routing_context(x_v):
-            return self.hf.generate(
-                inputs_embeds=start,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                num_return_sequences=num_return_sequences,
-                length_penalty=length_penalty,
-                do_sample=False,
-                eos_token_id=self.eos_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
+        return self.generate_from_embeds(
+            start,
+            mask,
+            x_v,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            num_return_sequences=num_return_sequences,
+            length_penalty=length_penalty,
+        )
 
     def generate(
         self,

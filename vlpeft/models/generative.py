@@ -115,19 +115,14 @@ class GenerativeVL(VLModel):
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
         self.check_length(embeds.shape[1], "encoder input")
         self.check_length(max_new_tokens + 1, "generated text")
-        with self.routing_context(x_v):
-            return self.hf.generate(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                length_penalty=length_penalty,
-                do_sample=False,
-                eos_token_id=self.eos_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
+        return self.generate_from_embeds(
+            embeds,
+            mask,
+            x_v,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+        )
 
     def generate(
         self,
