@@ -57,6 +57,9 @@ def test_vqa_writes_official_formats_and_metrics(vqa_run, tiny_world):
     assert metrics["val"]["best"] == max(c["val_metric"] for c in curves)
     assert vqa_run["flat"]["test.overall"] == metrics["test"]["overall"]
     assert 0 < metrics["model"]["trainable"] < metrics["model"]["total"]
+    peft = vqa_run["params"].vqa.peft
+    assert (metrics["model"]["method"], metrics["model"]["routing"]) == (peft.method, peft.routing)
+    assert metrics["model"]["rank"] == peft.rank and metrics["model"]["visual_prefix"] is True
     logged = {k for _, m in vqa_run["tracker"].metrics for k in m}
     assert {"train_loss", "val_metric", "test.overall"} <= logged
 
@@ -224,3 +227,24 @@ def test_cli_predict_and_bad_input(vqa_run, tiny_world, capsys):
         main(["predict", "--model", model, "--image", str(tiny_world / "nope.png"), "--question", "q"]) == 2
     )
     assert "nope.png" in capsys.readouterr().err
+
+
+def test_report_shows_what_each_variant_trained(vqa_run, tmp_path):
+    """``vlpeft report --runs`` reads routing and rank from the train stage's metrics.json."""
+    from vlpeft.cli import main
+
+    out = vqa_run["out"]
+    runs, metrics_dir = tmp_path / "runs", tmp_path / "metrics"
+    (runs / "vqa-best").mkdir(parents=True)
+    metrics_dir.mkdir()
+    trained = json.loads((out / "metrics.json").read_text())
+    (runs / "vqa-best" / "metrics.json").write_text(json.dumps(trained))
+    (metrics_dir / "vqa-best.json").write_text(json.dumps(trained["test"]))
+    out_json, out_md = tmp_path / "s.json", tmp_path / "s.md"
+    argv = ["report", "--metrics", str(metrics_dir), "--runs", str(runs), "--out-json", str(out_json)]
+    assert main([*argv, "--out-md", str(out_md)]) == 0
+    row = json.loads(out_json.read_text())["vqa"]["rows"]["best"]
+    peft = vqa_run["params"].vqa.peft
+    assert (row["method"], row["routing"], row["rank"]) == (peft.method, peft.routing, peft.rank)
+    assert row["trainable"] == trained["model"]["trainable"]
+    assert f"| best | lora | {peft.routing} | {peft.rank} |" in out_md.read_text()

@@ -24,7 +24,7 @@ def report(
     plot: Annotated[Path | None, typer.Option("--plot", help="bar chart PNG of the headline metrics")] = None,
 ) -> None:
     """Summarize each task's variants (best, norouting, blind) side by side with image and routing gains."""
-    from vlpeft.eval.compare import VARIANTS, summarize, to_markdown
+    from vlpeft.eval.compare import SETTING_COLUMNS, VARIANTS, summarize, to_markdown
     from vlpeft.io import read_json, write_json, write_text
 
     summaries = {}
@@ -40,7 +40,7 @@ def report(
                 info = read_json(train_metrics, "training metrics")
                 model = info.get("model", {})
                 settings[variant] = {
-                    k: model[k] for k in ("routing", "rank", "trainable") if model.get(k) is not None
+                    k: model[k] for k in SETTING_COLUMNS if model.get(k) is not None
                 }
         if runs:
             summaries[task] = summarize(task, runs, settings)

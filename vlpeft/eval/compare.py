@@ -13,6 +13,8 @@ from typing import Any
 VARIANTS: tuple[str, ...] = ("best", "norouting", "blind")
 VQA_COLUMNS: tuple[str, ...] = ("overall", "yes/no", "number", "other")
 CAPTION_COLUMNS: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+# What each variant trained, from the train stage's metrics.json ``model`` block.
+SETTING_COLUMNS: tuple[str, ...] = ("method", "routing", "rank", "trainable")
 
 
 def headline(task: str, metrics: Mapping[str, Any]) -> float:
@@ -66,7 +68,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     task = summary["task"]
     rows: Mapping[str, Mapping[str, Any]] = summary["rows"]
     score_cols = list(VQA_COLUMNS if task == "vqa" else CAPTION_COLUMNS)
-    extra = [c for c in ("routing", "rank", "trainable") if any(c in r for r in rows.values())]
+    extra = [c for c in SETTING_COLUMNS if any(c in r for r in rows.values())]
     cols = extra + score_cols
     lines = [
         f"### {'VQA (soft accuracy %, official evaluation)' if task == 'vqa' else 'Captioning (x100)'}",

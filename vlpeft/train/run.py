@@ -156,7 +156,14 @@ def train_task(
             "samples_per_s": round(result.samples_per_s, 2),
             "final_loss": result.history[-1]["train_loss"] if result.history else None,
         },
-        "model": {k: counts[k] for k in ("trainable", "total", "percent")},
+        "model": {
+            **{k: counts[k] for k in ("trainable", "total", "percent")},
+            # What was trained, so reports and registries need not open the checkpoint.
+            "method": cfg.peft.method,
+            "routing": cfg.peft.routing,
+            "rank": cfg.peft.rank if cfg.peft.method in ("lora", "adapter") else None,
+            "visual_prefix": params.model.visual_prefix,
+        },
     }
     if evaluate_test:
         chosen = result.best_dir if cfg.test_checkpoint == "best" else result.last_dir
