@@ -39,9 +39,7 @@ def report(
             if train_metrics is not None and train_metrics.is_file():
                 info = read_json(train_metrics, "training metrics")
                 model = info.get("model", {})
-                settings[variant] = {
-                    k: model[k] for k in SETTING_COLUMNS if model.get(k) is not None
-                }
+                settings[variant] = {k: model[k] for k in SETTING_COLUMNS if model.get(k) is not None}
         if runs:
             summaries[task] = summarize(task, runs, settings)
     if not summaries:
