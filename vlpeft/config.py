@@ -138,6 +138,11 @@ class PeftConfig(Section):
     target_modules: list[str] | None = Field(
         None, description="module names to adapt; None = the family default (query and value)"
     )
+    fused_qkv: Literal["qv", "all"] = Field(
+        "qv",
+        description="fused QKV projections (GPT-2 c_attn): qv = LoRA on the query and value thirds with one "
+        "joint 2r bottleneck (the released code); all = the whole projection, one rank-r LoRA (peft)",
+    )
     train_layernorm: bool = Field(True, description="train the LayerNorms inside transformer blocks")
     bias: Literal["none", "lora_only", "all"] = Field(
         "none", description="biases to train: none, those of LoRA-wrapped layers (the paper), or all"

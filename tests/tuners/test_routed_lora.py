@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from peft import LoraConfig, get_peft_model
 from transformers import RobertaModel
 from transformers.pytorch_utils import Conv1D
 from tuner_helpers import VOCAB, WIDTH, randomize_lora_b, tiny_bart, tiny_gpt2, tiny_roberta
@@ -67,18 +66,6 @@ def test_update_is_s_B_route_of_shared_A(conv1d, kind, m):
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     want = wx + 1.5 * route(kind, x @ a.T, x_v @ a.T) @ b.T
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-
-
-def test_routing_none_on_gpt2_conv1d_is_bit_identical_to_peft():
-    torch.manual_seed(0)  # apply_peft draws nothing before peft does, so the same seed gives the same A
-    ours = apply_peft(tiny_gpt2(), PeftConfig(method="lora", rank=4, alpha=8), "gpt2")
-    torch.manual_seed(0)
-    ref = get_peft_model(
-        tiny_gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
-    )
-    randomize_lora_b(ours)
-    randomize_lora_b(ref)
-    assert torch.equal(ours(input_ids=IDS).logits, ref(input_ids=IDS).logits)
 
 
 def _pair(kind: str) -> tuple[nn.Module, nn.Module]:

@@ -26,8 +26,10 @@ Design
   wrapping each sublayer's output projection (after attention and after the feed-forward block, before
   dropout, residual and LayerNorm). Unlike the released GPT-2 code (one adapter shared by both positions of
   a block) every position gets its own adapter, as in VL-Adapter.
-- GPT-2's ``c_attn`` is one fused QKV projection: LoRA adapts all of it (peft's behaviour), whereas the
-  released code adapts only the query and value thirds (with a joint 2r bottleneck).
+- **GPT-2's ``c_attn`` is one fused QKV projection.** As in the released code, LoRA adapts only its query and
+  value thirds with one joint 2r bottleneck (``peft.fused_qkv: qv``, the default): ``RoutedLoraLinear`` with
+  ``qkv_slices``, also for routing ``none`` (then two independent rank-r LoRAs, mergeable).
+  ``fused_qkv: all`` is peft's own LoRA on the whole projection.
 """
 
 from vlpeft.tuners.adapter import AdaptedOutput, BottleneckAdapter

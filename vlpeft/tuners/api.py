@@ -31,8 +31,8 @@ from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_path, read_json, write_json
 from vlpeft.tuners.adapter import adapter_modules, inject_adapters
 from vlpeft.tuners.context import checkpoint_kwargs
-from vlpeft.tuners.lora import RoutedLoraLinear, lora_layers, routed_lora_config
-from vlpeft.tuners.targets import adapter_patterns, lora_targets
+from vlpeft.tuners.lora import RoutedLoraLinear, is_fused, lora_layers, routed_lora_config
+from vlpeft.tuners.targets import adapter_patterns, fused_lora_layout, lora_targets
 
 STATE_FILE = "vlpeft_peft.json"
 FORMAT = "vlpeft-peft"
@@ -87,7 +87,7 @@ def _lora_config(peft_cfg: PeftConfig, family: str) -> LoraConfig:
         target_modules=lora_targets(family, peft_cfg.target_modules),
         fan_in_fan_out=family == "gpt2",  # GPT-2's projections are Conv1D (weight stored (in, out))
     )
-    return routed_lora_config(config, peft_cfg.routing)
+    return routed_lora_config(config, peft_cfg.routing, *fused_lora_layout(family, peft_cfg.fused_qkv))
 
 
 def _check_lora_alive(model: nn.Module) -> None:
@@ -241,17 +241,24 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
     """
     peft_dir = Path(peft_dir)
     state = _read_state(peft_dir)
-    peft_cfg = PeftConfig.model_validate(state["peft"])
+    # Saves from before peft.fused_qkv existed adapted GPT-2's whole c_attn.
+    peft_cfg = PeftConfig.model_validate({"fused_qkv": "all", **state["peft"]})
     method, family = state["method"], state["family"]
     trainable = set(state.get("trainable", []))
     if method == "lora":
-        config = routed_lora_config(LoraConfig.from_pretrained(str(peft_dir)), peft_cfg.routing)
+        slices, fused = fused_lora_layout(family, peft_cfg.fused_qkv)
+        config = routed_lora_config(
+            LoraConfig.from_pretrained(str(peft_dir)), peft_cfg.routing, slices, fused
+        )
         model = PeftModel.from_pretrained(base_model, str(peft_dir), config=config, is_trainable=is_trainable)
         layers = lora_layers(model)
-        routed = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
-        expected = len(layers) if peft_cfg.routing != "none" else 0
-        if not layers or len(routed) != expected:
-            raise DataError(f"{peft_dir}: LoRA layers did not load as routing={peft_cfg.routing}")
+        ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
+        expected = [n for n, _ in layers if peft_cfg.routing != "none" or (slices and is_fused(n, fused))]
+        if not layers or ours != expected:
+            raise DataError(
+                f"{peft_dir}: LoRA layers did not load as routing={peft_cfg.routing}, "
+                f"fused_qkv={peft_cfg.fused_qkv}"
+            )
         extra = peft_dir / "extra_trainable.safetensors"
         if extra.is_file():
             _load_into(model, extra, is_trainable)

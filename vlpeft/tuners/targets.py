@@ -24,13 +24,17 @@ LORA_TARGETS: dict[str, list[str]] = {
     "roberta": _BERT_LIKE_LORA,
     "xlm-roberta": _BERT_LIKE_LORA,
     "vit": ["q_proj", "v_proj"],  # transformers 5 renamed ViT's query/value
-    "gpt2": ["c_attn"],  # fused QKV Conv1D: peft adapts the whole projection (see tuners/__init__ docstring)
+    "gpt2": ["c_attn"],  # fused QKV Conv1D: q and v thirds only by default (peft.fused_qkv, FUSED_QKV)
     "bart": ["q_proj", "v_proj"],
     "mbart": ["q_proj", "v_proj"],
     "t5": ["q", "v"],
     "mt5": ["q", "v"],
     "camembert": _BERT_LIKE_LORA,
 }
+
+# Fused projections whose output is [q | k | v] (one third each): peft.fused_qkv "qv" adapts q and v only.
+FUSED_QKV: dict[str, tuple[str, ...]] = {"gpt2": ("c_attn",)}
+QKV_SLICES: dict[str, tuple[str, ...] | None] = {"qv": ("q", "v"), "all": None}
 
 _BART_ADAPTER = {"attention": r"\.(self_attn|encoder_attn)\.out_proj$", "ffn": r"\.fc2$"}
 _T5_ADAPTER = {"attention": r"\.(SelfAttention|EncDecAttention)\.o$", "ffn": r"\.DenseReluDense\.wo$"}
@@ -76,3 +80,8 @@ def adapter_patterns(family: str, positions: list[str], override: list[str] | No
         )
     table = ADAPTER_POSITIONS[family]
     return [table[p] for p in positions]
+
+
+def fused_lora_layout(family: str, fused_qkv: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """(adapted thirds, fused module names) for ``family``: what ``routed_lora_config`` takes."""
+    return QKV_SLICES[fused_qkv], FUSED_QKV.get(family, ())
