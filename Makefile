@@ -13,6 +13,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
+# dvc.yaml's commands (`vlpeft ...`) run in a shell: the venv's console scripts must be on its PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup system run test lint format bench clean
 
