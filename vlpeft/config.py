@@ -125,6 +125,11 @@ class AdapterConfig(Section):
     skip: bool = Field(True, description="internal skip: out = h + up(act(route(down(h))))")
     positions: list[Literal["attention", "ffn"]] = ["attention", "ffn"]
     init_std: float = Field(0.02, gt=0)
+    shared_per_block: bool = Field(
+        False,
+        description="one adapter per transformer block, used at every position of that block (the released "
+        "GPT-2 code); False = one adapter per position (VL-Adapter, the released RoBERTa code)",
+    )
 
 
 class PeftConfig(Section):

@@ -153,3 +153,45 @@ def test_routed_adapter_with_gradient_checkpointing_matches_plain_backward():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+def test_shared_per_block_is_the_released_gpt2_layout(tmp_path):
+    """One adapter per block at both positions (paper-notes §A.5): same outputs as per-position adapters
+    holding the same weights, the released parameter count, and the sharing survives save → load."""
+    from vlpeft.tuners import load_peft, save_peft
+
+    a_cfg = AdapterConfig(activation="gelu_new", init_std=0.3, shared_per_block=True)
+    cfg = PeftConfig(method="adapter", rank=4, routing="vl", adapter=a_cfg, train_layernorm=False)
+    shared = apply_peft(tiny_gpt2(), cfg, "gpt2")
+    blocks = shared.transformer.h
+    assert all(b.attn.c_proj.adapter is b.mlp.c_proj.adapter for b in blocks)
+    assert blocks[0].attn.c_proj.adapter is not blocks[1].attn.c_proj.adapter
+    # paper-notes §B: GPT-2 Adapter r=128 (1 shared/block) = 12 · (2·768·128 + 128 + 768) = 2,370,048
+    assert sum(p.numel() for p in shared.parameters() if p.requires_grad) == len(blocks) * (
+        2 * WIDTH * 4 + 4 + WIDTH
+    )
+
+    own = apply_peft(tiny_gpt2(), cfg.model_copy(update={"adapter": AdapterConfig(activation="gelu_new")}))
+    with torch.no_grad():
+        for b_own, b_shared in zip(own.transformer.h, blocks, strict=True):
+            for pos in (b_own.attn.c_proj, b_own.mlp.c_proj):
+                pos.adapter.load_state_dict(b_shared.attn.c_proj.adapter.state_dict())
+    x_v = torch.randn(2, 1, WIDTH, generator=torch.Generator().manual_seed(2))
+    with visual_context(x_v), torch.no_grad():
+        want = shared(input_ids=IDS).logits
+        torch.testing.assert_close(own(input_ids=IDS).logits, want, rtol=0, atol=0)
+
+    save_peft(shared, tmp_path / "shared")
+    loaded = load_peft(tiny_gpt2(), tmp_path / "shared")
+    assert all(b.attn.c_proj.adapter is b.mlp.c_proj.adapter for b in loaded.transformer.h)
+    with visual_context(x_v), torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=IDS).logits, want, rtol=0, atol=0)
+
+
+def test_sharing_needs_numbered_blocks():
+    from vlpeft.tuners.adapter import block_of
+
+    assert block_of("transformer.h.3.attn.c_proj") == "transformer.h.3"
+    assert block_of("model.encoder.layers.0.fc2") == "model.encoder.layers.0"
+    with pytest.raises(ConfigError, match="numbered block"):
+        block_of("pooler.dense")

@@ -24,8 +24,8 @@ Design
   vector (all released results), a scrambled matrix for token features (m > 1). See ``vlpeft.routing``.
 - **Adapters are our own** (no adapter library supports transformers 5): ``down → [route] → act → up (+h)``
   wrapping each sublayer's output projection (after attention and after the feed-forward block, before
-  dropout, residual and LayerNorm). Unlike the released GPT-2 code (one adapter shared by both positions of
-  a block) every position gets its own adapter, as in VL-Adapter.
+  dropout, residual and LayerNorm). Every position gets its own adapter, as in VL-Adapter; with
+  ``peft.adapter.shared_per_block`` the positions of a block share one, as in the released GPT-2 code.
 - **GPT-2's ``c_attn`` is one fused QKV projection.** As in the released code, LoRA adapts only its query and
   value thirds with one joint 2r bottleneck (``peft.fused_qkv: qv``, the default): ``RoutedLoraLinear`` with
   ``qkv_slices``, also for routing ``none`` (then two independent rank-r LoRAs, mergeable).

@@ -112,9 +112,12 @@ def inject_adapters(
     activation: str = "gelu",
     skip: bool = True,
     init_std: float = 0.02,
+    shared_per_block: bool = False,
 ) -> list[str]:
     """Wrap every module whose full name matches one of ``patterns`` with an adapter; return the names.
 
+    With ``shared_per_block`` the positions of one transformer block (names up to the first ``.<index>``,
+    e.g. ``transformer.h.3``) use one adapter module, as the released GPT-2 code does (paper-notes §A.5).
     Raises ``ConfigError`` when nothing matches (a wrong family or target list would otherwise train nothing).
     """
     regexes = [re.compile(p) for p in patterns]
@@ -126,18 +129,41 @@ def inject_adapters(
     names = [n for n in names if not n.endswith(".base")]
     if not names:
         raise ConfigError(f"adapter targets {patterns} match no module of {type(model).__name__}")
+    shared: dict[str, BottleneckAdapter] = {}
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, child)
         width = _out_width(base)
-        ref = base.weight
-        adapter = BottleneckAdapter(width, rank, routing, activation, skip, init_std)
-        adapter.to(device=ref.device, dtype=ref.dtype)
+        block = block_of(name) if shared_per_block else None
+        adapter = shared.get(block) if block is not None else None
+        if adapter is None:
+            ref = base.weight
+            adapter = BottleneckAdapter(width, rank, routing, activation, skip, init_std)
+            adapter.to(device=ref.device, dtype=ref.dtype)
+            if block is not None:
+                shared[block] = adapter
+        elif adapter.down.in_features != width:
+            raise ConfigError(f"{name}: width {width} cannot share the adapter of block {block}")
         setattr(parent, child, AdaptedOutput(base, adapter))
     return names
 
 
+def block_of(module_name: str) -> str:
+    """The transformer block a module belongs to: its name up to the first numeric index."""
+    match = re.match(r"^(.*?\.\d+)(\.|$)", module_name)
+    if match is None:
+        raise ConfigError(
+            f"{module_name}: not inside a numbered block, so no adapter can be shared per block"
+        )
+    return match.group(1)
+
+
 def adapter_modules(model: nn.Module) -> list[tuple[str, BottleneckAdapter]]:
-    """All bottleneck adapters of ``model`` with their names."""
+    """All bottleneck adapters of ``model`` with their names (a shared adapter once)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BottleneckAdapter)]
+
+
+def adapted_outputs(model: nn.Module) -> list[str]:
+    """Names of the modules wrapped with an adapter (every position, shared adapters included)."""
+    return [n for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, AdaptedOutput)]

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_path, read_json, write_json
-from vlpeft.tuners.adapter import adapter_modules, inject_adapters
+from vlpeft.tuners.adapter import adapted_outputs, inject_adapters
 from vlpeft.tuners.context import checkpoint_kwargs
 from vlpeft.tuners.lora import RoutedLoraLinear, is_fused, lora_layers, routed_lora_config
 from vlpeft.tuners.targets import adapter_patterns, fused_lora_layout, lora_targets
@@ -132,7 +132,14 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
         a = peft_cfg.adapter
         patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
         adapted = inject_adapters(
-            model, patterns, peft_cfg.rank, peft_cfg.routing, a.activation, a.skip, a.init_std
+            model,
+            patterns,
+            peft_cfg.rank,
+            peft_cfg.routing,
+            a.activation,
+            a.skip,
+            a.init_std,
+            shared_per_block=a.shared_per_block,
         )
         if peft_cfg.train_layernorm:
             _unfreeze_norms(model)
@@ -267,9 +274,18 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
         model.requires_grad_(False)
         a = peft_cfg.adapter
         patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
-        inject_adapters(model, patterns, peft_cfg.rank, peft_cfg.routing, a.activation, a.skip, a.init_std)
+        inject_adapters(
+            model,
+            patterns,
+            peft_cfg.rank,
+            peft_cfg.routing,
+            a.activation,
+            a.skip,
+            a.init_std,
+            shared_per_block=a.shared_per_block,
+        )
         _load_into(model, peft_dir / "vlpeft_adapter.safetensors", is_trainable, required=".adapter.")
-        if len(adapter_modules(model)) != len(state["adapted"]):
+        if len(adapted_outputs(model)) != len(state["adapted"]):
             raise DataError(
                 f"{peft_dir}: {len(state['adapted'])} adapters saved, the base model takes a different number"
             )
