@@ -9,6 +9,7 @@ every routed kind ≤ 1.10× plain LoRA time; LoRA ≤ 0.75× full fine-tuning t
 
     python bench/bench_peft_step.py            # full run (12 layers, 10 timed steps): minutes on 2 cores
     python bench/bench_peft_step.py --quick    # smoke run (1 layer, 2 timed steps)
+    python bench/bench_peft_step.py --family gpt2  # GPT-2-sized: q/v thirds of c_attn, peft's whole c_attn
 """
 
 from __future__ import annotations
@@ -39,26 +40,32 @@ class _Config:
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
         import torch
-        from transformers import BertConfig, BertModel
+        from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
 
         from vlpeft.config import PeftConfig
         from vlpeft.tuners import apply_peft
 
         torch.manual_seed(0)
-        cfg = BertConfig(
-            vocab_size=30522,
-            hidden_size=768,
-            num_hidden_layers=args.layers,
-            num_attention_heads=12,
-            intermediate_size=3072,
-        )
-        model = BertModel(cfg, add_pooling_layer=False)
+        if args.family == "gpt2":  # GPT-2-small-sized decoder; LoRA on the q/v thirds of the fused c_attn
+            cfg = GPT2Config(n_embd=768, n_layer=args.layers, n_head=12, n_positions=128)
+            model = GPT2Model(cfg)
+        else:
+            cfg = BertConfig(
+                vocab_size=30522,
+                hidden_size=768,
+                num_hidden_layers=args.layers,
+                num_attention_heads=12,
+                intermediate_size=3072,
+            )
+            model = BertModel(cfg, add_pooling_layer=False)
         if name == "full":
             peft_cfg = PeftConfig(method="full")
+        elif name == "lora_peft":  # peft's own LoRA on the whole fused projection (GPT-2 only)
+            peft_cfg = PeftConfig(method="lora", rank=args.rank, alpha=args.rank, fused_qkv="all")
         else:
             routing = name.split("_", 1)[1] if "_" in name else "none"
             peft_cfg = PeftConfig(method="lora", rank=args.rank, alpha=args.rank, routing=routing)
-        self.model = apply_peft(model, peft_cfg, "bert").train()
+        self.model = apply_peft(model, peft_cfg, args.family).train()
         self.head = torch.nn.Linear(768, args.answers)  # a task head, trainable in every configuration
         self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
         self.optim = torch.optim.AdamW(self.params, lr=1e-4)
@@ -136,7 +143,11 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     time_ratio = lora["median_s"] / full["median_s"]
     mem_ratio = lora["peak_rss_mb"] / full["peak_rss_mb"]
+    extra = {}
+    if "lora_peft" in results:  # our q/v-thirds layer (routing none) against peft's LoRA on the whole c_attn
+        extra["lora_qv_time_vs_peft_c_attn"] = round(lora["median_s"] / results["lora_peft"]["median_s"], 3)
     return {
+        **extra,
         "routed_time_vs_lora": {k: round(v, 3) for k, v in routed.items()},
         "lora_time_vs_full": round(time_ratio, 3),
         "lora_peak_rss_vs_full": round(mem_ratio, 3),
@@ -163,7 +174,10 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--answers", type=int, default=100, help="output classes of the task head")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--configs", nargs="*", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument(
+        "--family", choices=["bert", "gpt2"], default="bert", help="gpt2: fused c_attn, q/v thirds"
+    )
+    parser.add_argument("--configs", nargs="*", default=None, choices=[*CONFIGS, "lora_peft"])
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--memory", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing", default=None, help=argparse.SUPPRESS)
@@ -171,6 +185,8 @@ def main() -> None:
     args.layers = args.layers or (1 if args.quick else 12)
     args.steps = args.steps or (2 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.configs is None:
+        args.configs = CONFIGS + (["lora_peft"] if args.family == "gpt2" else [])
     if args.memory:
         print(json.dumps(run_memory(args.memory, args)))
         return
@@ -179,7 +195,7 @@ def main() -> None:
         return
     shared = [
         f"--{k}={getattr(args, k)}"
-        for k in ("layers", "steps", "warmup", "batch", "tokens", "rank", "answers", "threads")
+        for k in ("layers", "steps", "warmup", "batch", "tokens", "rank", "answers", "threads", "family")
     ]
     results = {name: _spawn("memory", name, shared) for name in args.configs}
     for name, timing in _spawn("timing", ",".join(args.configs), shared).items():
@@ -187,11 +203,18 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "peft_train_step",
         "setup": {
-            "model": f"BERT-base-sized encoder (hidden 768, {args.layers} layers, random init)",
+            "model": f"{'GPT-2' if args.family == 'gpt2' else 'BERT'}-base-sized "
+            f"(hidden 768, {args.layers} layers, random init)",
             "batch": args.batch,
             "tokens": f"{args.tokens} text + 1 visual prefix",
             "visual_routing_input": "pooled (m = 1)",
-            "lora": {"rank": args.rank, "targets": "query, value", "train_layernorm": True},
+            "lora": {
+                "rank": args.rank,
+                "targets": "q, v thirds of c_attn (lora_peft: whole c_attn)"
+                if args.family == "gpt2"
+                else "query, value",
+                "train_layernorm": True,
+            },
             "optimizer": "AdamW",
             "threads": args.threads,
             "method": "peak RSS: each configuration alone in a fresh subprocess; time: median over steps "
