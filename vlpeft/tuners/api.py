@@ -31,7 +31,7 @@ from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_path, read_json, write_json
 from vlpeft.tuners.adapter import adapted_outputs, inject_adapters
 from vlpeft.tuners.context import checkpoint_kwargs
-from vlpeft.tuners.lora import RoutedLoraLinear, is_fused, lora_layers, routed_lora_config
+from vlpeft.tuners.lora import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
 from vlpeft.tuners.targets import adapter_patterns, fused_lora_layout, lora_targets
 
 STATE_FILE = "vlpeft_peft.json"
@@ -90,6 +90,22 @@ def _lora_config(peft_cfg: PeftConfig, family: str) -> LoraConfig:
     return routed_lora_config(config, peft_cfg.routing, *fused_lora_layout(family, peft_cfg.fused_qkv))
 
 
+def _inject_adapters(model: nn.Module, peft_cfg: PeftConfig, family: str) -> list[str]:
+    """The bottleneck adapters ``peft_cfg`` asks for, at the family's positions; returns the wrapped names."""
+    a = peft_cfg.adapter
+    patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
+    return inject_adapters(
+        model,
+        patterns,
+        peft_cfg.rank,
+        peft_cfg.routing,
+        a.activation,
+        a.skip,
+        a.init_std,
+        shared_per_block=a.shared_per_block,
+    )
+
+
 def _check_lora_alive(model: nn.Module) -> None:
     """Pitfall P10: a LoRA A that is all zeros never trains (init skipped inside ``from_pretrained``)."""
     for name, layer in lora_layers(model):
@@ -105,8 +121,8 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
     """Apply ``peft_cfg.method`` to ``model`` and return the module to use from now on.
 
     - ``lora``: a peft ``PeftModel`` (routing ``none`` = peft's ``lora.Linear``, bit-identical to
-      ``get_peft_model``; other kinds = ``RoutedLoraLinear``). Targets: ``peft_cfg.target_modules`` or the
-      family default (query and value).
+      ``get_peft_model``; other kinds, and the q/v thirds of a fused QKV projection with ``fused_qkv: qv``,
+      = ``RoutedLoraLinear``). Targets: ``peft_cfg.target_modules`` or the family default (query and value).
     - ``adapter``: ``model`` itself with bottleneck adapters on the sublayer outputs, everything else frozen.
     - ``full``: every parameter trainable. ``frozen``: none.
     LayerNorms are trainable with ``peft_cfg.train_layernorm`` (lora and adapter). ``family`` is the
@@ -129,18 +145,7 @@ def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None
             _unfreeze_norms(model)
     elif method == "adapter":
         model.requires_grad_(False)
-        a = peft_cfg.adapter
-        patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
-        adapted = inject_adapters(
-            model,
-            patterns,
-            peft_cfg.rank,
-            peft_cfg.routing,
-            a.activation,
-            a.skip,
-            a.init_std,
-            shared_per_block=a.shared_per_block,
-        )
+        adapted = _inject_adapters(model, peft_cfg, family)
         if peft_cfg.train_layernorm:
             _unfreeze_norms(model)
         _unfreeze_biases(model, peft_cfg.bias, [f"{n}.base.bias" for n in adapted])
@@ -260,7 +265,7 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
         model = PeftModel.from_pretrained(base_model, str(peft_dir), config=config, is_trainable=is_trainable)
         layers = lora_layers(model)
         ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
-        expected = [n for n, _ in layers if peft_cfg.routing != "none" or (slices and is_fused(n, fused))]
+        expected = [n for n, _ in layers if is_own_layer(n, peft_cfg.routing, slices, fused)]
         if not layers or ours != expected:
             raise DataError(
                 f"{peft_dir}: LoRA layers did not load as routing={peft_cfg.routing}, "
@@ -272,18 +277,7 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
     elif method == "adapter":
         model = base_model
         model.requires_grad_(False)
-        a = peft_cfg.adapter
-        patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
-        inject_adapters(
-            model,
-            patterns,
-            peft_cfg.rank,
-            peft_cfg.routing,
-            a.activation,
-            a.skip,
-            a.init_std,
-            shared_per_block=a.shared_per_block,
-        )
+        _inject_adapters(model, peft_cfg, family)
         _load_into(model, peft_dir / "vlpeft_adapter.safetensors", is_trainable, required=".adapter.")
         if len(adapted_outputs(model)) != len(state["adapted"]):
             raise DataError(

@@ -226,16 +226,27 @@ def _dispatch(
     **kwargs: Any,
 ) -> RoutedLoraLinear | None:
     """peft custom-module hook: our layer where it differs from peft's, ``None`` (peft's own) elsewhere."""
-    fused = is_fused(kwargs.get("target_name") or "", fused_names)
-    slices = qkv_slices if fused else None
-    if routing == "none" and not slices:
+    name = kwargs.get("target_name") or ""
+    if not is_own_layer(name, routing, qkv_slices, fused_names):
         return None
+    slices = layer_slices(name, qkv_slices, fused_names)
     return RoutedLoraLinear(target, adapter_name, routing=routing, qkv_slices=slices, **kwargs)
 
 
-def is_fused(module_name: str, fused_names: tuple[str, ...]) -> bool:
-    """Whether ``module_name`` is one of the fused QKV projections named by ``fused_names`` (suffixes)."""
-    return any(module_name == f or module_name.endswith("." + f) for f in fused_names)
+def layer_slices(
+    module_name: str, qkv_slices: tuple[str, ...] | None, fused_names: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """The thirds the LoRA layer ``module_name`` adapts: ``qkv_slices`` when it is one of the fused QKV
+    projections named by ``fused_names`` (suffixes), else ``None`` (the whole output)."""
+    fused = any(module_name == f or module_name.endswith("." + f) for f in fused_names)
+    return qkv_slices if fused and qkv_slices else None
+
+
+def is_own_layer(
+    module_name: str, routing: str, qkv_slices: tuple[str, ...] | None, fused_names: tuple[str, ...]
+) -> bool:
+    """Whether the LoRA layer ``module_name`` is a ``RoutedLoraLinear`` (routed or sliced), not peft's own."""
+    return routing != "none" or layer_slices(module_name, qkv_slices, fused_names) is not None
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoraLinear]]:
