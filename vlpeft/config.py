@@ -19,7 +19,7 @@ from vlpeft.errors import ConfigError
 RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
 ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
 TowerMode = Literal["frozen", "lora", "adapter", "full"]
-Task = Literal["vqa", "caption"]
+Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
 
 
 class Section(BaseModel):
@@ -259,7 +259,7 @@ class SweepConfig(Section):
       the local supervisor can recover trials of a dead worker.
     """
 
-    tasks: list[Task] = ["vqa", "caption"]
+    tasks: list[Task] = Field(["vqa", "caption"], description="tasks the sweep may search (vlpeft.tasks)")
     n_trials: int = Field(6, ge=1, description="trial slots (retries of dead workers come on top)")
     timeout: float | None = Field(None, gt=0, description="seconds; no new trial starts after this")
     workers: int = Field(1, ge=1, description="local worker processes")
@@ -301,6 +301,11 @@ class SweepConfig(Section):
 
     @model_validator(mode="after")
     def _check_space(self) -> SweepConfig:
+        from vlpeft.tasks import list_tasks
+
+        unknown = [t for t in self.tasks if t not in list_tasks(sweepable=True)]
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not among {list_tasks(sweepable=True)}")
         if any(r < 1 for r in self.rank):
             raise ValueError(f"rank values must be >= 1 (got {self.rank})")
         if self.lr is not None:
@@ -345,9 +350,11 @@ class Params(Section):
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
 
-    def task(self, task: Task) -> TrainConfig:
-        """The training section of one task."""
-        return self.vqa if task == "vqa" else self.caption
+    def task(self, task: str) -> TrainConfig:
+        """The training section of one task (``vlpeft.tasks``; an unknown name is a ``ConfigError``)."""
+        from vlpeft.tasks import get_task
+
+        return get_task(task).section_of(self)
 
 
 # ------------------------------------------------------------------------------------------ loading

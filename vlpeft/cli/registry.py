@@ -15,6 +15,7 @@ import typer
 
 from vlpeft.cli import app
 from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.tasks import TaskName, get_task
 
 registry_app = typer.Typer(
     name="registry", help="Review and promote registered models (MLflow registry).", no_args_is_help=True
@@ -24,7 +25,7 @@ app.add_typer(registry_app, name="registry")
 
 @app.command("register")
 def register(
-    task: Annotated[str, typer.Option(help="vqa or caption")],
+    task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
     model: Annotated[Path, typer.Option(help="trained model dir (save_vl_model, e.g. models/vqa/best)")],
     metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of this model")],
     name: Annotated[str | None, typer.Option(help="registered model name (default: params registry)")] = None,
@@ -36,13 +37,11 @@ def register(
     sets: SetOption = None,
 ) -> None:
     """Register a trained model as a pyfunc with its metrics, method, routing, rank, data and code version."""
-    from vlpeft.errors import ConfigError
     from vlpeft.io import read_json, write_json
 
+    task = task_name.value
     cfg = load(params, sets)
-    if task not in ("vqa", "caption"):
-        raise ConfigError(f"--task: expected 'vqa' or 'caption', got {task!r}")
-    name = name or (cfg.registry.vqa_name if task == "vqa" else cfg.registry.caption_name)
+    name = name or getattr(cfg.registry, get_task(task).registry_field)
     if not cfg.tracking.enabled:
         typer.echo(f"tracking.enabled is false: {name} not registered")
         if out:

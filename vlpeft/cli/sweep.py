@@ -9,11 +9,12 @@ import typer
 
 from vlpeft.cli import app
 from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.tasks import TaskName
 
 
 @app.command("sweep")
 def sweep(
-    task: Annotated[str, typer.Option("--task", help="vqa or caption")],
+    task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
     data: Annotated[Path, typer.Option("--data", help="dataset root (data synth / data prepare output)")],
     features: Annotated[Path, typer.Option("--features", help="feature store directory")],
     out: Annotated[Path, typer.Option("--out", help="output directory of the sweep")],
@@ -24,10 +25,7 @@ def sweep(
     sets: SetOption = None,
 ) -> None:
     """Find the best rank and routing type of a task; write best_params.json, table.md and plots to --out."""
-    from vlpeft.errors import ConfigError
-
-    if task not in ("vqa", "caption"):
-        raise ConfigError(f"--task {task!r}: expected vqa or caption")
+    task = task_name.value  # a name of the task table
     cfg = load(params, sets)
     from vlpeft.sweep.run import run_sweep
 

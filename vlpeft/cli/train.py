@@ -9,11 +9,12 @@ import typer
 
 from vlpeft.cli import app
 from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.tasks import TaskName
 
 
 @app.command("train")
 def train(
-    task: Annotated[str, typer.Option(help="vqa or caption")],
+    task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
     data: Annotated[Path, typer.Option(help="data root (the layout written by `vlpeft data`)")],
     out: Annotated[
         Path, typer.Option(help="output dir: best/, last/, curves.json, metrics.json, predictions")
@@ -29,11 +30,9 @@ def train(
     """Train a VQA or caption model: validation each epoch, checkpoints, test evaluation (torchrun-ready)."""
     import json
 
-    from vlpeft.errors import ConfigError
     from vlpeft.train.run import train_task
 
-    if task not in ("vqa", "caption"):
-        raise ConfigError(f"--task: {task!r} is not one of vqa, caption")
+    task = task_name.value  # a name of the task table
     cfg = load(params, sets)
     with _tracker(cfg, task) as tracker:
         result = train_task(

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from torch import nn
 
 from vlpeft.errors import ConfigError
+from vlpeft.tasks import FAMILY_BACKBONE
 
-VLTask = Literal["vqa", "caption", "generative"]
-VL_TASKS: tuple[str, ...] = ("vqa", "caption", "generative")
+VLTask = Literal["vqa", "caption", "generative"]  # model families (vlpeft.tasks.FAMILY_BACKBONE)
+VL_TASKS: tuple[str, ...] = tuple(FAMILY_BACKBONE)
 
 # Which transformers model types each task accepts (the families the papers use, plus close relatives).
 TASK_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -27,11 +28,7 @@ TASK_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 # The config field that names each task's backbone (used in error messages).
-BACKBONE_FIELD: dict[str, str] = {
-    "vqa": "model.vqa_backbone",
-    "caption": "model.caption_backbone",
-    "generative": "model.generative_backbone",
-}
+BACKBONE_FIELD: dict[str, str] = {family: f"model.{field}" for family, field in FAMILY_BACKBONE.items()}
 
 
 @contextlib.contextmanager

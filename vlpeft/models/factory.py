@@ -27,6 +27,7 @@ from vlpeft.models.captioner import Captioner
 from vlpeft.models.generative import GenerativeVL
 from vlpeft.models.towers import language_tower, load_vision_encoder
 from vlpeft.models.vqa import VqaClassifier
+from vlpeft.tasks import FAMILY_BACKBONE
 
 MODEL_CLASSES: dict[str, type[VLModel]] = {
     "vqa": VqaClassifier,
@@ -39,11 +40,7 @@ def backbone_path(task: str, model_cfg: ModelConfig) -> str:
     """The language backbone of ``task`` (``ConfigError`` for an unknown task or an unset backbone)."""
     if task not in VL_TASKS:
         raise ConfigError(f"task {task!r} is unknown (valid: {', '.join(VL_TASKS)})")
-    path = {
-        "vqa": model_cfg.vqa_backbone,
-        "caption": model_cfg.caption_backbone,
-        "generative": model_cfg.generative_backbone,
-    }[task]
+    path = getattr(model_cfg, FAMILY_BACKBONE[task])
     if not path:
         raise ConfigError(
             f"{BACKBONE_FIELD[task]}: not set (a hub id or local path is needed for task {task!r})"

@@ -28,6 +28,7 @@ from vlpeft.config import ModelConfig, PeftConfig
 from vlpeft.errors import DataError
 from vlpeft.io import atomic_path, read_json, write_json
 from vlpeft.models.base import VLModel
+from vlpeft.tasks import FAMILY_BACKBONE
 
 MODEL_FILE = "vlpeft_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -107,8 +108,7 @@ def load_vl_model(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     peft_cfg = PeftConfig.model_validate(meta["peft"])
     lm_path = _pick(meta["backbones"]["language"])
     vision_path = _pick(meta["backbones"]["vision"])
-    field = {"vqa": "vqa_backbone", "caption": "caption_backbone", "generative": "generative_backbone"}[task]
-    model_cfg = model_cfg.model_copy(update={field: lm_path, "vision": vision_path})
+    model_cfg = model_cfg.model_copy(update={FAMILY_BACKBONE[task]: lm_path, "vision": vision_path})
     lm = load_peft(load_language_backbone(task, lm_path), model_dir / LM_DIR, is_trainable=True)
     model = build_vl_model(
         task,

@@ -13,15 +13,15 @@ from typing import Any
 from vlpeft.config import Params, deep_merge, params_from_dict, params_to_dict
 from vlpeft.errors import ConfigError
 from vlpeft.io import read_json
-
-ALLOWED = {"vqa", "caption"}
+from vlpeft.tasks import list_tasks
 
 
 def load_best_params(path: str | Path) -> dict[str, Any]:
     """Read and check a ``best_params.json`` (a mapping of task -> params of that task's section)."""
     data = read_json(path, "sweep best-params file")
-    if not isinstance(data, dict) or not data or not set(data) <= ALLOWED:
-        raise ConfigError(f"{path}: expected a mapping with keys among {sorted(ALLOWED)}, got {data!r:.120}")
+    allowed = list_tasks(sweepable=True)
+    if not isinstance(data, dict) or not data or not set(data) <= set(allowed):
+        raise ConfigError(f"{path}: expected a mapping with keys among {allowed}, got {data!r:.120}")
     for task, section in data.items():
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {task}: expected a mapping of {task} params, got {section!r:.80}")

@@ -32,6 +32,7 @@ from vlpeft.sweep.storage import (
 )
 from vlpeft.sweep.study import study_direction
 from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, STORAGE_ENV, THREAD_ENV, WorkerSpec
+from vlpeft.tasks import get_task
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -161,8 +162,7 @@ def run_sweep(
     ``summary.json``; worker specs and logs under ``workers/``. ``optuna_plots=False`` skips Optuna's plots.
     """
     sweep = params.sweep
-    if task not in ("vqa", "caption"):
-        raise ConfigError(f"--task {task!r}: expected vqa or caption")
+    get_task(task, what="--task")
     n = n_trials or sweep.n_trials
     n_workers = workers or sweep.workers
     timeout = timeout if timeout is not None else sweep.timeout

@@ -6,6 +6,7 @@ import optuna
 
 from vlpeft.config import Params, SweepConfig
 from vlpeft.sweep.space import covering_points
+from vlpeft.tasks import get_task
 
 
 def make_sampler(sweep: SweepConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -33,11 +34,11 @@ def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
 def study_direction(params: Params, task: str) -> str:
     """``sweep.direction``, with ``auto`` resolved from what the trainer validates on for ``task``.
 
-    The trainer reports validation accuracy (VQA) or CIDEr (captioning), both higher-is-better, except that
-    captioning with ``val_cider_images: 0`` reports the validation loss.
+    The direction is the task's validation metric's (``vlpeft.tasks``), e.g. VQA accuracy and CIDEr are
+    maximised, captioning with ``val_cider_images: 0`` validates on the loss, minimised.
     """
     if params.sweep.direction != "auto":
         return params.sweep.direction
-    if task == "caption" and getattr(params.caption, "val_cider_images", 1) == 0:
-        return "minimize"
-    return "maximize"
+    spec = get_task(task)
+    _, greater = spec.validation(spec.section_of(params))
+    return "maximize" if greater else "minimize"

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vlpeft.config import Params, flatten, params_to_dict
-from vlpeft.errors import ConfigError
 from vlpeft.io import write_json
+from vlpeft.tasks import get_task
 from vlpeft.tracking.base import Tracker
 from vlpeft.train.loop import Report, fit
 
@@ -28,46 +28,8 @@ PREDICTIONS = "predictions_test.json"
 
 
 def build_task(params: Params, task: str, data_root: Path, features_dir: Path | None) -> Any:
-    """Load the data, build the model (seeded), return the task binding (``VqaTask`` / ``CaptionTask``)."""
-    from vlpeft.models import build_vl_model
-    from vlpeft.train.inputs import VisualSource
-    from vlpeft.train.state import seed_everything
-    from vlpeft.train.tasks import CaptionTask, VqaTask
-
-    cfg = params.task(task)  # type: ignore[arg-type]
-    images = cfg.visual_input == "images" or params.model.vision_tower != "frozen"
-    uses_visual = params.model.visual_prefix or cfg.peft.routing != "none"
-    store = None
-    if uses_visual and not images:  # open the store first: a wrong path fails before any model loads
-        from vlpeft.data.features import FeatureStore
-
-        if features_dir is None:
-            raise ConfigError(f"{task}: the model uses the image: pass a feature store (--features DIR)")
-        store = FeatureStore(features_dir)
-    vocab = None
-    if task == "vqa":
-        from vlpeft.data.vocab import AnswerVocab
-        from vlpeft.data.vqa import load_vqa
-
-        train, val = load_vqa(data_root, "train"), load_vqa(data_root, "val")
-        vocab = AnswerVocab.build(train, params.data.vocab_min_count, params.data.vocab_top_k)
-    else:
-        from vlpeft.data.coco import load_captions
-
-        train, val = load_captions(data_root, "train"), load_captions(data_root, "val")
-    seed_everything(cfg.seed)  # the PEFT / head initialisation is part of the run's seed
-    model = build_vl_model(
-        task,
-        params.model,
-        cfg.peft,
-        len(vocab) if vocab is not None else None,
-        with_vision=images,
-        vision_pooling=params.features.pooling,
-    )
-    visual = VisualSource(model, "images" if images else "features", store, params.model.visual_features)
-    if task == "vqa":
-        return VqaTask(params, model, vocab, visual, train, val, Path(data_root))
-    return CaptionTask(params, model, visual, train, val, Path(data_root))
+    """Load the data, build the model (seeded), return the task binding of ``task`` (see ``vlpeft.tasks``)."""
+    return get_task(task).build_binding(params, Path(data_root), features_dir)
 
 
 def train_task(
@@ -83,7 +45,7 @@ def train_task(
     evaluate_test: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``task`` ("vqa" | "caption") with ``params.vqa`` / ``params.caption``; see the module docstring.
+    """Train ``task`` (a name of ``vlpeft.tasks.TASKS``) with its params section; see the module docstring.
 
     Validation runs each epoch and ``report(epoch, val_metric)`` follows it (exceptions propagate). After
     training, the test split is scored with the ``test_checkpoint`` model (reloaded from disk) unless
@@ -95,9 +57,7 @@ def train_task(
     from vlpeft.models import load_vl_model, param_report, save_vl_model
     from vlpeft.train.distributed import barrier, device_for, init_distributed
 
-    if task not in ("vqa", "caption"):
-        raise ConfigError(f"task {task!r} is not one of vqa, caption")
-    cfg = params.task(task)  # type: ignore[arg-type]
+    cfg = params.task(task)
     out_dir = Path(out_dir)
     import torch.distributed as dist
 

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from vlpeft.config import Params
+from vlpeft.errors import ConfigError
 from vlpeft.io import write_json
+from vlpeft.tasks import get_task
 from vlpeft.train.inputs import VisualSource, chunks, model_device, to_device
 from vlpeft.train.sampler import subset_indices
 
@@ -36,6 +38,69 @@ def train_meta(params: Params, task: str) -> dict[str, Any]:
         "visual_features": params.model.visual_features,
         "features_pooling": params.features.pooling,
     }
+
+
+def open_visual_store(params: Params, task: str, features_dir: Path | None) -> tuple[bool, Any]:
+    """``(images in the loop?, feature store or None)`` for ``task``; the store is opened first, so a wrong
+    path fails before any data or model loads."""
+    cfg = params.task(task)
+    images = cfg.visual_input == "images" or params.model.vision_tower != "frozen"
+    uses_visual = params.model.visual_prefix or cfg.peft.routing != "none"
+    if not uses_visual or images:
+        return images, None
+    from vlpeft.data.features import FeatureStore
+
+    if features_dir is None:
+        raise ConfigError(f"{task}: the model uses the image: pass a feature store (--features DIR)")
+    return images, FeatureStore(features_dir)
+
+
+def build_model_and_visual(
+    params: Params,
+    task: str,
+    family: str,
+    images: bool,
+    store: Any,
+    n_answers: int | None = None,
+) -> tuple[Any, VisualSource]:
+    """The seeded VL model of ``family`` for ``task``'s section and its visual source."""
+    from vlpeft.models import build_vl_model
+    from vlpeft.train.state import seed_everything
+
+    cfg = params.task(task)
+    seed_everything(cfg.seed)  # the PEFT / head initialisation is part of the run's seed
+    model = build_vl_model(
+        family,
+        params.model,
+        cfg.peft,
+        n_answers,
+        with_vision=images,
+        vision_pooling=params.features.pooling,
+    )
+    visual = VisualSource(model, "images" if images else "features", store, params.model.visual_features)
+    return model, visual
+
+
+def build_vqa_task(params: Params, data_root: Path, features_dir: Path | None) -> VqaTask:
+    """The VQA binding: train/val questions, the answer vocabulary (from train), the classifier."""
+    from vlpeft.data.vocab import AnswerVocab
+    from vlpeft.data.vqa import load_vqa
+
+    images, store = open_visual_store(params, "vqa", features_dir)
+    train, val = load_vqa(data_root, "train"), load_vqa(data_root, "val")
+    vocab = AnswerVocab.build(train, params.data.vocab_min_count, params.data.vocab_top_k)
+    model, visual = build_model_and_visual(params, "vqa", "vqa", images, store, len(vocab))
+    return VqaTask(params, model, vocab, visual, train, val, Path(data_root))
+
+
+def build_caption_task(params: Params, data_root: Path, features_dir: Path | None) -> CaptionTask:
+    """The captioning binding: train/val Karpathy records and the decoder captioner."""
+    from vlpeft.data.coco import load_captions
+
+    images, store = open_visual_store(params, "caption", features_dir)
+    train, val = load_captions(data_root, "train"), load_captions(data_root, "val")
+    model, visual = build_model_and_visual(params, "caption", "caption", images, store)
+    return CaptionTask(params, model, visual, train, val, Path(data_root))
 
 
 @dataclass
@@ -143,8 +208,7 @@ class CaptionTask:
         pairs = [(r, c) for r in self.train_records for c in r.captions]
         self.pairs = [pairs[i] for i in subset_indices(len(pairs), cfg.max_train_samples, cfg.seed)]
         self.val_pairs = [(r, c) for r in self.val_records for c in r.captions]
-        if cfg.val_cider_images == 0:
-            self.metric_name, self.greater_is_better = "val_loss", False
+        self.metric_name, self.greater_is_better = get_task(self.name).validation(cfg)
 
     # -------------------------------------------------------------------------------------- training
 
