@@ -1,40 +1,48 @@
 """Benchmark: VQA evaluation of 214k synthetic predictions, ours vs the official algorithm run as-is.
 
 Both sides start from the same three JSON files on disk (questions, annotations, results), as the official
-demo script does. "official" is the line-by-line transcription of GT-Vision-Lab/VQA's vqaEval.py (master) in
-tests/eval/vqa_official_ref.py. Prints one JSON object: times, ratio, and whether every number is identical.
+demo script does. "official" is the line-by-line transcription of GT-Vision-Lab/VQA's vqaEval.py for the
+chosen revision: master (a013f00, tests/eval/vqa_official_master_ref.py; the default) or legacy (458a8b2,
+tests/eval/vqa_official_legacy_ref.py), on the vqa.py transcription (tests/eval/vqa_official_api.py).
+Prints one JSON object: times, ratio, and whether every number is identical; exits 1 if one is not.
 
-    .venv/bin/python bench/bench_vqa_eval.py            # 214,354 questions (VQAv2 val-sized)
-    .venv/bin/python bench/bench_vqa_eval.py --quick    # 5,000 questions, smoke run
+    .venv/bin/python bench/bench_vqa_eval.py                      # 214,354 questions (VQAv2 val-sized)
+    .venv/bin/python bench/bench_vqa_eval.py --revision legacy    # against the pre-a013f00 code
+    .venv/bin/python bench/bench_vqa_eval.py --quick              # 5,000 questions, smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "eval"))  # the official transcription and the case generator
 
 from vqa_cases import make_vqa  # noqa: E402
-from vqa_official_ref import OfficialVQA, OfficialVQAEval  # noqa: E402
+from vqa_official_api import OfficialVQA  # noqa: E402
+from vqa_official_legacy_ref import OfficialVQAEvalLegacy  # noqa: E402
+from vqa_official_master_ref import OfficialVQAEvalMaster  # noqa: E402
 
 from vlpeft.eval import VqaGroundTruth, check_vqa_predictions, evaluate_vqa_files  # noqa: E402
 
 FULL_SIZE = 214_354  # questions in VQAv2 val2014
+REFERENCES = {"master": OfficialVQAEvalMaster, "legacy": OfficialVQAEvalLegacy}
 
 
-def _official(q_path: Path, a_path: Path, p_path: Path) -> tuple[float, OfficialVQAEval]:
+def _official(revision: str, q_path: Path, a_path: Path, p_path: Path) -> tuple[float, Any]:
     t0 = time.perf_counter()
     questions = json.loads(q_path.read_text())
     vqa = OfficialVQA(json.loads(a_path.read_text()), questions)
     vqa_res = vqa.loadRes(json.loads(p_path.read_text()), questions)
-    ev = OfficialVQAEval(vqa, vqa_res, n=2)
+    ev = REFERENCES[revision](vqa, vqa_res, n=2)
     ev.evaluate()
     return time.perf_counter() - t0, ev
 
@@ -45,6 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 questions instead of 214,354")
     parser.add_argument("--n", type=int, default=None, help="number of questions (overrides --quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--revision", choices=sorted(REFERENCES), default="master")
     args = parser.parse_args()
     n = args.n or (5_000 if args.quick else FULL_SIZE)
 
@@ -56,23 +65,26 @@ def main() -> None:
         del qfile, afile, results
 
         t0 = time.perf_counter()
-        ours = evaluate_vqa_files(*paths)
+        ours = evaluate_vqa_files(*paths, revision=args.revision)
         ours_s = time.perf_counter() - t0
 
         # the trainer's path: ground truth built once, then only scoring (e.g. once per epoch)
-        gt = VqaGroundTruth.from_annotations(json.loads(paths[1].read_text())["annotations"])
+        annotations = json.loads(paths[1].read_text())["annotations"]
+        gt = VqaGroundTruth.from_annotations(annotations, revision=args.revision)
         preds = check_vqa_predictions(json.loads(paths[2].read_text()), gt)
         t0 = time.perf_counter()
         gt.score(preds)
         score_only_s = time.perf_counter() - t0
 
-        official_s, official = _official(*paths)
+        official_s, official = _official(args.revision, *paths)
 
-    identical = ours.to_json() == official.accuracy and ours.per_question_json() == {
+    accuracy = {k: v for k, v in ours.to_json().items() if k != "revision"}
+    identical = accuracy == official.accuracy and ours.per_question_json() == {
         str(k): v for k, v in official.evalQA.items()
     }
     report = {
         "bench": "vqa_eval",
+        "revision": args.revision,
         "questions": n,
         "ours_s": round(ours_s, 3),
         "ours_score_only_s": round(score_only_s, 3),
@@ -82,7 +94,9 @@ def main() -> None:
         "overall": ours.overall,
         "official_overall": official.accuracy["overall"],
         "python": platform.python_version(),
-        "note": "times include reading the three JSON files; official = transcription of vqaEval.py master",
+        "cpus": os.cpu_count(),
+        "note": f"times include reading the three JSON files; official = transcription of vqaEval.py "
+        f"{args.revision}",
     }
     print(json.dumps(report, indent=2))
     if not identical:

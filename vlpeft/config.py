@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlpeft.errors import ConfigError
+from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
 
 RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
 ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
@@ -223,6 +224,10 @@ class EvaluateConfig(Section):
     batch_size: int = Field(256, ge=1)
     spice: Literal["auto", "off"] = Field(
         "auto", description="auto = SPICE if its CoreNLP 3.6.0 jars are present (never downloaded), else null"
+    )
+    vqa_revision: VqaRevisionName = Field(
+        DEFAULT_REVISION,
+        description="official vqaEval.py rules for VQA accuracy: master (a013f00, 2021) or legacy (before)",
     )
 
 

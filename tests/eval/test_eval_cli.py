@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from vqa_cases import make_vqa
-from vqa_official_ref import official_vqa_eval
+from vqa_official_api import run_official
+from vqa_official_legacy_ref import OfficialVQAEvalLegacy
+from vqa_official_master_ref import OfficialVQAEvalMaster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,15 +42,29 @@ def _vqa_args(paths, out):
             "--predictions", str(paths["p"]), "--out", str(out))  # fmt: skip
 
 
-def test_vqa_cli_writes_official_metrics(vqa_files, tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "revision", "reference"),
+    [([], "master", OfficialVQAEvalMaster), (["--revision", "legacy"], "legacy", OfficialVQAEvalLegacy)],
+)
+def test_vqa_cli_writes_official_metrics(vqa_files, tmp_path, flag, revision, reference):
     paths, (qfile, afile, results) = vqa_files
     out, per_q = tmp_path / "out" / "metrics.json", tmp_path / "per_question.json"
-    proc = _run(*_vqa_args(paths, out), "--per-question", str(per_q))
+    proc = _run(*_vqa_args(paths, out), "--per-question", str(per_q), *flag)
     assert proc.returncode == 0, proc.stderr
-    official = official_vqa_eval(qfile, afile, results)
-    assert json.loads(out.read_text()) == official.accuracy
-    assert json.loads(per_q.read_text()) == {str(k): v for k, v in official.evalQA.items()}
+    official = run_official(reference, qfile, afile, results)
+    assert json.loads(out.read_text()) == {**official.accuracy, "revision": revision}
+    per_question = {str(k): v for k, v in official.evalQA.items()}
+    assert json.loads(per_q.read_text()) == {"revision": revision, "evalQA": per_question}
     assert json.loads(proc.stdout)["overall"] == official.accuracy["overall"]
+    assert json.loads(proc.stdout)["revision"] == revision
+
+
+def test_vqa_cli_unknown_revision_is_one_line(vqa_files, tmp_path):
+    paths, _ = vqa_files
+    out = tmp_path / "out" / "metrics.json"
+    out.parent.mkdir()
+    proc = _run(*_vqa_args(paths, out), "--revision", "newest")
+    _assert_clean_failure(proc, out, "revision 'newest' is unknown", "master, legacy")
 
 
 def _assert_clean_failure(proc, out: Path, *needles: str):

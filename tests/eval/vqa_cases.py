@@ -14,6 +14,7 @@ ATOMS = [
     "50 mph", "50mph", "12:30", "1:30 pm", "its", "it's", "whats", "what's", "o'clock", "oclock", "none ",
     " yes", "n/a", "black & white", "black and white", "@home", "<3", "a", "the", "x.", "5.", ".5", "$5.00",
     "Im", "I'm", "wheres", "where's", "ow's'at", "'ows'at", "i dont know", "red-white-blue", "2 , 3",
+    "frisbee", "Frisbee!", "T-Shirt", "Two dogs", "youre", "None",
 ]  # fmt: skip
 QUESTION_TYPES = ["what color is the", "how many", "is this", "what is the", "none of the above", "why"]
 ANSWER_TYPES = ["yes/no", "number", "other"]
@@ -42,6 +43,39 @@ def _perturb(rng: random.Random, text: str) -> str:
     return text
 
 
+def _decorate(rng: random.Random, text: str) -> str:
+    """Whitespace that cleaning removes (master cleans ground truth; legacy does not)."""
+    return rng.choice(["", " ", "\n", "\t", "  "]) + text + rng.choice(["", " ", "\n", "\t", " \n"])
+
+
+def _ground_truth(rng: random.Random) -> list[str]:
+    """Ten answers from one of the cases where the revisions differ (or agree), in stated proportions.
+
+    - 30 % unanimous as written (neither revision normalizes the ground truth; master leaves the prediction
+      raw too, legacy normalizes it),
+    - 10 % identical after cleaning but not as written (master: unanimous; legacy: disagreeing),
+    - 15 % variants of one atom by case and punctuation ("Frisbee!", "frisbee", ...),
+    - 45 % drawn from a small pool of atoms (disagreeing, usually).
+    """
+    r = rng.random()
+    pool = rng.sample(ATOMS, rng.randint(1, 4))
+    if r < 0.3:
+        return [pool[0]] * 10
+    if r < 0.4:
+        return [_decorate(rng, pool[0].strip()) for _ in range(10)]
+    if r < 0.55:
+        variants = [
+            pool[0],
+            pool[0].upper(),
+            pool[0].capitalize(),
+            pool[0] + "!",
+            pool[0] + ".",
+            "the " + pool[0],
+        ]
+        return [rng.choice(variants[: rng.randint(1, len(variants))]) for _ in range(10)]
+    return [rng.choice(pool) for _ in range(10)]
+
+
 def make_vqa(n_questions: int, seed: int = 0, duplicate_dicts: float = 0.0) -> tuple[dict, dict, list[dict]]:
     """(questions file, annotations file, results list) with ``n_questions`` questions.
 
@@ -53,9 +87,7 @@ def make_vqa(n_questions: int, seed: int = 0, duplicate_dicts: float = 0.0) -> t
     for k in range(n_questions):
         qid = 1000 + 7 * k
         image_id = 10 + k // 3
-        pool = rng.sample(ATOMS, rng.randint(1, 4))
-        unanimous = rng.random() < 0.3  # then the ground truth is not punctuation-processed
-        answers = [pool[0]] * 10 if unanimous else [rng.choice(pool) for _ in range(10)]
+        answers = _ground_truth(rng)
         no_ids = rng.random() < duplicate_dicts
         ans_dicts = [
             {"answer": a, "answer_confidence": rng.choice(["yes", "maybe"]) if not no_ids else "yes"}

@@ -50,7 +50,8 @@ def test_vqa_writes_official_formats_and_metrics(vqa_run, tiny_world):
     assert all(set(p) == {"question_id", "answer"} and isinstance(p["answer"], str) for p in preds)
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"overall", "perAnswerType", "perQuestionType"}
+    assert set(metrics["test"]) == {"overall", "perAnswerType", "perQuestionType", "revision"}
+    assert metrics["test"]["revision"] == vqa_run["params"].evaluate.vqa_revision == "master"
     assert set(metrics["test"]["perAnswerType"]) == {"yes/no", "number", "other"}
     annotations = json.loads((tiny_world / "vqa" / "test_annotations.json").read_text())["annotations"]
     assert metrics["test"] == evaluate_vqa(annotations, preds).to_json()

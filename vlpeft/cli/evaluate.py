@@ -33,12 +33,27 @@ def vqa(
     per_question: Annotated[
         Path | None, typer.Option(help="also write per-question accuracy (percent) to this JSON")
     ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            help="which official vqaEval.py rules: master (a013f00, 2021; the default) or legacy "
+            "(before a013f00, for comparing with numbers of the pre-2021 code)"
+        ),
+    ] = None,
 ) -> None:
-    """Official VQA accuracy (overall, per answer type, per question type), identical to vqaEval.py."""
-    from vlpeft.eval.files import evaluate_vqa_files
+    """Official VQA accuracy (overall, per answer type, per question type), identical to vqaEval.py.
 
-    metrics = evaluate_vqa_files(questions, annotations, predictions, out, per_question_out=per_question)
-    typer.echo(json.dumps({"overall": metrics.overall, "perAnswerType": metrics.per_answer_type}))
+    The metrics file (and the per-question file) name the revision that produced the numbers.
+    """
+    from vlpeft.eval.files import evaluate_vqa_files
+    from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, vqa_revision
+
+    rev = vqa_revision(revision or DEFAULT_REVISION).name  # unknown: one line, exit code 2, nothing written
+    metrics = evaluate_vqa_files(
+        questions, annotations, predictions, out, per_question_out=per_question, revision=rev
+    )
+    summary = {"overall": metrics.overall, "perAnswerType": metrics.per_answer_type, "revision": rev}
+    typer.echo(json.dumps(summary))
 
 
 @evaluate_app.command("caption")

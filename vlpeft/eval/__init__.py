@@ -3,7 +3,11 @@
 Public API:
 
 - :class:`VqaGroundTruth` (``from_annotations`` / ``from_records``, then ``.score(preds) -> VqaMetrics``),
-  :func:`evaluate_vqa` (annotation records + results list -> metrics), :func:`check_vqa_predictions`.
+  :func:`evaluate_vqa` (annotation records + results list -> metrics), :func:`check_vqa_predictions`;
+  ``revision="master"`` (default) or ``"legacy"`` picks the official ``vqaEval.py`` revision
+  (:data:`REVISIONS`).
+- :func:`normalize_answer` (the official full answer normalization), :func:`answer_accuracy` (the official
+  leave-one-out rule): also what the answer vocabulary's training targets use.
 - :func:`score_captions` (references + predictions -> :class:`CaptionMetrics`), :func:`check_caption_inputs`.
 - :func:`evaluate_vqa_files`, :func:`evaluate_caption_files`: what ``vlpeft evaluate`` runs.
 """
@@ -15,13 +19,22 @@ from vlpeft.eval.files import (
     load_caption_references,
     load_vqa_ground_truth,
 )
-from vlpeft.eval.vqa import VqaGroundTruth, VqaMetrics, check_vqa_predictions, evaluate_vqa
-from vlpeft.eval.vqa_normalize import normalize_prediction
+from vlpeft.eval.vqa import (
+    VqaGroundTruth,
+    VqaMetrics,
+    answer_accuracy,
+    check_vqa_predictions,
+    evaluate_vqa,
+)
+from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, REVISIONS, normalize_answer, vqa_revision
 
 __all__ = [
+    "DEFAULT_REVISION",
+    "REVISIONS",
     "CaptionMetrics",
     "VqaGroundTruth",
     "VqaMetrics",
+    "answer_accuracy",
     "check_caption_inputs",
     "check_vqa_predictions",
     "evaluate_caption_files",
@@ -29,7 +42,8 @@ __all__ = [
     "evaluate_vqa_files",
     "load_caption_references",
     "load_vqa_ground_truth",
-    "normalize_prediction",
+    "normalize_answer",
     "score_captions",
     "spice_available",
+    "vqa_revision",
 ]

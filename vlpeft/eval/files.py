@@ -12,6 +12,7 @@ from typing import Any, Literal
 from vlpeft.errors import DataError
 from vlpeft.eval.caption import CaptionMetrics, check_caption_inputs, score_captions
 from vlpeft.eval.vqa import VqaGroundTruth, VqaMetrics, check_vqa_predictions
+from vlpeft.eval.vqa_normalize import DEFAULT_REVISION
 from vlpeft.io import read_json, write_json
 
 
@@ -22,14 +23,16 @@ def _object_with_list(path: Path, what: str, key: str) -> tuple[dict[str, Any], 
     return data, data[key]
 
 
-def load_vqa_ground_truth(questions: Path, annotations: Path) -> tuple[VqaGroundTruth, dict[str, Any]]:
+def load_vqa_ground_truth(
+    questions: Path, annotations: Path, revision: str = DEFAULT_REVISION
+) -> tuple[VqaGroundTruth, dict[str, Any]]:
     """Read a VQAv2 questions file and annotations file; check they belong together.
 
-    Returns the normalized ground truth and the questions file (for its ``task_type``).
+    Returns the ground truth (normalized by ``revision``'s rules) and the questions file (for ``task_type``).
     """
     qdata, qlist = _object_with_list(Path(questions), "VQA questions file", "questions")
     _, anns = _object_with_list(Path(annotations), "VQA annotations file", "annotations")
-    gt = VqaGroundTruth.from_annotations(anns, source=str(annotations))
+    gt = VqaGroundTruth.from_annotations(anns, source=str(annotations), revision=revision)
     if not len(gt):
         raise DataError(f"{annotations}: no annotations")
     asked = {q.get("question_id") for q in qlist if isinstance(q, Mapping)}
@@ -63,9 +66,13 @@ def evaluate_vqa_files(
     out: Path | None = None,
     per_question_out: Path | None = None,
     precision: int = 2,
+    revision: str = DEFAULT_REVISION,
 ) -> VqaMetrics:
-    """``vlpeft evaluate vqa``: official accuracy of a results file; writes metrics JSON if ``out``."""
-    gt, qdata = load_vqa_ground_truth(Path(questions), Path(annotations))
+    """``vlpeft evaluate vqa``: official accuracy of a results file; writes metrics JSON if ``out``.
+
+    ``revision`` (``master`` or ``legacy``) picks the official code's rules; both files name it.
+    """
+    gt, qdata = load_vqa_ground_truth(Path(questions), Path(annotations), revision)
     results = read_json(predictions, "predictions file")
     preds = check_vqa_predictions(results, gt, source=str(predictions))
     _check_multiple_choice(qdata, preds, Path(questions), Path(predictions))
@@ -73,7 +80,8 @@ def evaluate_vqa_files(
     if out is not None:
         write_json(out, metrics.to_json())
     if per_question_out is not None:
-        write_json(per_question_out, metrics.per_question_json(), indent=None)
+        per_question = {"revision": metrics.revision, "evalQA": metrics.per_question_json()}
+        write_json(per_question_out, per_question, indent=None)
     return metrics
 
 

@@ -1,7 +1,12 @@
-"""Official VQA accuracy (GT-Vision-Lab/VQA ``vqaEval.py``, master), computed fast and identically.
+"""Official VQA accuracy (GT-Vision-Lab/VQA ``vqaEval.py``), computed fast and identically.
 
-For a question with ground-truth answers a_1..a_n (normalized as the official code does) and a normalized
-prediction r, the official code scores each leave-one-out subset i as
+Two revisions of the official code are available (:data:`vlpeft.eval.vqa_normalize.REVISIONS`): ``master``
+(the default; its last commit is a013f00, 2021-03-11) and ``legacy`` (before a013f00). They differ only in
+which answers are normalized for which question (see :mod:`vlpeft.eval.vqa_normalize`); every metrics file
+names the revision that produced it.
+
+For a question with ground-truth answers a_1..a_n and a prediction r, both in the form the revision
+compares them in, the official code scores each leave-one-out subset i as
 ``min(1, #{j in others(i): a_j == r} / 3)`` and averages the n values; ``others(i)`` are the answer *dicts*
 not equal to dict i (so identical dicts leave together -- with distinct ``answer_id`` only dict i leaves).
 Overall, per-answer-type and per-question-type accuracies average these per-question values in annotation
@@ -14,12 +19,12 @@ numbers are bit-identical, not merely close.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vlpeft.errors import DataError
-from vlpeft.eval.vqa_normalize import normalize_ground_truth, normalize_prediction
+from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevision, vqa_revision
 
 
 class VqaRecordLike(Protocol):
@@ -33,7 +38,8 @@ class VqaRecordLike(Protocol):
 
 @dataclass(frozen=True)
 class _Question:
-    answers: tuple[str, ...]  # normalized ground truth, in file order
+    answers: tuple[str, ...]  # ground truth as the revision compares it, in file order
+    prediction: Callable[[str], str]  # how the revision normalizes this question's prediction
     # multiplicity of each answer dict (how many dicts equal it); None when all dicts are distinct
     multiplicity: tuple[int, ...] | None
     question_type: str
@@ -49,13 +55,15 @@ class VqaMetrics:
     per_question_type: dict[str, float]
     per_question: dict[int, float] = field(repr=False)  # accuracy in [0, 1], unrounded
     precision: int = 2
+    revision: str = DEFAULT_REVISION  # which official vqaEval.py revision's rules produced these numbers
 
     def to_json(self) -> dict[str, Any]:
-        """The metrics file content: the official ``accuracy`` dict's keys."""
+        """The metrics file content: the official ``accuracy`` dict's keys, plus ``revision``."""
         return {
             "overall": self.overall,
             "perAnswerType": self.per_answer_type,
             "perQuestionType": self.per_question_type,
+            "revision": self.revision,
         }
 
     def per_question_json(self) -> dict[str, float]:
@@ -66,15 +74,25 @@ class VqaMetrics:
 class VqaGroundTruth:
     """Normalized ground truth of a VQA split, built once and reused for every evaluation."""
 
-    def __init__(self, questions: dict[int, _Question], source: str = "annotations") -> None:
+    def __init__(
+        self, questions: dict[int, _Question], source: str = "annotations", revision: str = DEFAULT_REVISION
+    ) -> None:
         self._questions = questions
         self.source = source
+        self.revision = revision
 
     @classmethod
     def from_annotations(
-        cls, annotations: Sequence[Mapping[str, Any]], source: str = "annotations"
+        cls,
+        annotations: Sequence[Mapping[str, Any]],
+        source: str = "annotations",
+        revision: str = DEFAULT_REVISION,
     ) -> VqaGroundTruth:
-        """From official annotations (``question_id``, ``question_type``, ``answer_type``, ``answers``)."""
+        """From official annotations (``question_id``, ``question_type``, ``answer_type``, ``answers``).
+
+        ``revision`` names the official code's revision whose rules apply (``master`` or ``legacy``).
+        """
+        rev = vqa_revision(revision)
         questions: dict[int, _Question] = {}
         for i, ann in enumerate(annotations):
             try:  # fast path: well-formed records (the checks below cost more than the evaluation itself)
@@ -92,26 +110,37 @@ class VqaGroundTruth:
                 well_formed = False
             if not well_formed:
                 _raise_for_annotation(ann, i, source)
-            answers = normalize_ground_truth(texts)
+            rule = rev.rule(texts)
             if qid in questions:
                 raise DataError(f"{source}: question_id {qid} appears more than once")
-            questions[qid] = _Question(answers, _multiplicity(raw, answers), qtype, atype)
-        return cls(questions, source)
+            mult = _multiplicity(raw, rule.answers)
+            questions[qid] = _Question(rule.answers, rule.prediction, mult, qtype, atype)
+        return cls(questions, source, rev.name)
 
     @classmethod
-    def from_records(cls, records: Iterable[VqaRecordLike], source: str = "records") -> VqaGroundTruth:
+    def from_records(
+        cls, records: Iterable[VqaRecordLike], source: str = "records", revision: str = DEFAULT_REVISION
+    ) -> VqaGroundTruth:
         """From loaded records whose ``answers`` are plain strings (treated as distinct answer dicts)."""
+        rev = vqa_revision(revision)
         questions: dict[int, _Question] = {}
         for rec in records:
             if not rec.answers:
                 raise DataError(f"{source}: question {rec.question_id} has no answers")
+            rule = rev.rule(list(rec.answers))
             questions[_unique(int(rec.question_id), questions, source)] = _Question(
-                answers=normalize_ground_truth(list(rec.answers)),
+                answers=rule.answers,
+                prediction=rule.prediction,
                 multiplicity=None,
                 question_type=rec.question_type,
                 answer_type=rec.answer_type,
             )
-        return cls(questions, source)
+        return cls(questions, source, rev.name)
+
+    @property
+    def vqa_revision(self) -> VqaRevision:
+        """The official revision whose rules this ground truth follows."""
+        return vqa_revision(self.revision)
 
     @property
     def question_ids(self) -> list[int]:
@@ -140,7 +169,7 @@ class VqaGroundTruth:
         by_qtype: dict[str, list[float]] = {}
         by_atype: dict[str, list[float]] = {}
         for qid, q in self._questions.items():
-            acc = _question_accuracy(q, normalize_prediction(predictions[qid]))
+            acc = _question_accuracy(q, q.prediction(predictions[qid]))
             per_question[qid] = acc
             by_qtype.setdefault(q.question_type, []).append(acc)
             by_atype.setdefault(q.answer_type, []).append(acc)
@@ -150,21 +179,35 @@ class VqaGroundTruth:
             per_question_type={t: _percent(v, precision) for t, v in by_qtype.items()},
             per_question=per_question,
             precision=precision,
+            revision=self.revision,
         )
+
+
+def answer_accuracy(answers: Sequence[str], prediction: str) -> float:
+    """Official accuracy of ``prediction`` among ``answers``, both already in the form they are compared in.
+
+    The mean over the leave-one-out subsets of ``min(1, #matches in the subset / 3)``, each answer a distinct
+    annotator (as with VQAv2's distinct ``answer_id``): 1 of 10 matching -> 0.3, 2 -> 0.6, 3 -> 0.9, 4+ -> 1.
+    Same operands and summation order as the official code, so the float is bit-identical.
+    """
+    matches = answers.count(prediction)
+    if matches == 0:
+        return 0.0
+    gt_acc = [min(1, (matches - (a == prediction)) / 3) for a in answers]
+    return float(sum(gt_acc)) / len(gt_acc)
 
 
 def _question_accuracy(q: _Question, pred: str) -> float:
     """Mean over leave-one-out subsets of min(1, matches/3): official operands, official summation order."""
+    if q.multiplicity is None:
+        return answer_accuracy(q.answers, pred)
     matches = q.answers.count(pred)
     if matches == 0:
         return 0.0
-    if q.multiplicity is None:
-        gt_acc = [min(1, (matches - (a == pred)) / 3) for a in q.answers]
-    else:
-        gt_acc = [
-            min(1, (matches - (m if a == pred else 0)) / 3)
-            for a, m in zip(q.answers, q.multiplicity, strict=True)
-        ]
+    gt_acc = [
+        min(1, (matches - (m if a == pred else 0)) / 3)
+        for a, m in zip(q.answers, q.multiplicity, strict=True)
+    ]
     return float(sum(gt_acc)) / len(gt_acc)
 
 
@@ -254,8 +297,12 @@ def check_vqa_predictions(results: Any, gt: VqaGroundTruth, source: str = "predi
 
 
 def evaluate_vqa(
-    annotations: Sequence[Mapping[str, Any]], results: Any, precision: int = 2, source: str = "predictions"
+    annotations: Sequence[Mapping[str, Any]],
+    results: Any,
+    precision: int = 2,
+    source: str = "predictions",
+    revision: str = DEFAULT_REVISION,
 ) -> VqaMetrics:
     """Records in, metrics out: official annotations + official results list -> :class:`VqaMetrics`."""
-    gt = VqaGroundTruth.from_annotations(annotations)
+    gt = VqaGroundTruth.from_annotations(annotations, revision=revision)
     return gt.score(check_vqa_predictions(results, gt, source), precision)

@@ -1,22 +1,38 @@
-"""Answer normalization of the official VQA evaluation (GT-Vision-Lab/VQA, ``vqaEval.py`` on master).
+"""Answer normalization of the official VQA evaluation (GT-Vision-Lab/VQA ``vqaEval.py``), both revisions.
 
-Two steps, applied exactly as the official code applies them:
+The building blocks, each exactly as the official code has it:
 
-- :func:`process_punctuation` (predictions always; ground-truth answers only when a question's ten answers
-  disagree): each punctuation mark is deleted when it touches a space or when the text has a comma between
-  two digits anywhere, and replaced by a space otherwise; the conditions are tested on the *input* text. Then
-  every period not followed by a digit is deleted -- at most 32 of them, because the official call passes
-  ``re.UNICODE`` (= 32) as the positional ``count`` argument of ``Pattern.sub``.
-- :func:`process_digit_article` (predictions only): lower-case, split on whitespace, map number words
-  ("none" included) to digits, drop articles, expand contractions, join with single spaces.
+- :func:`clean_answer`: newlines and tabs become spaces, then ``strip()``.
+- :func:`process_punctuation`: each punctuation mark is deleted when it touches a space or when the text has
+  a comma between two digits anywhere, and replaced by a space otherwise; the conditions are tested on the
+  *input* text. Then every period not followed by a digit is deleted -- at most 32 of them, because the
+  official call passes ``re.UNICODE`` (= 32) as the positional ``count`` argument of ``Pattern.sub``.
+- :func:`process_digit_article`: lower-case, split on whitespace, map number words ("none" included) to
+  digits, drop articles, expand contractions, join with single spaces.
+- :func:`normalize_answer`: all three in that order (the "fully normalized" form).
 
-Both functions are pure and memoized: answers repeat a lot, so 200k predictions cost a few thousand calls.
+When they are applied is what changed with commit a013f00 ("Fixed processing answers bug", 2021-03-11),
+the last commit of ``vqaEval.py`` on master. :data:`REVISIONS` holds both rules, per question:
+
+- ``master``: ground-truth answers and the prediction are cleaned; only when the cleaned ground-truth
+  answers are not all identical are the answers *and* the prediction fully normalized; otherwise neither
+  is (so ``Frisbee!`` scores 0 against ten ``frisbee``, and ``t-shirt`` 100 against ten ``t-shirt``).
+- ``legacy`` (before a013f00): the prediction is always fully normalized; the raw ground-truth answers get
+  :func:`process_punctuation` only (never cleaned, lower-cased nor digit-mapped), and only when they are
+  not all identical.
+
+Everything here is pure and memoized: answers repeat a lot, so 200k predictions cost a few thousand calls.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
+
+from vlpeft.errors import ConfigError
 
 # The official punctuation list on master (no apostrophe, no colon, no period: the period has its own rule).
 PUNCTUATION: tuple[str, ...] = (
@@ -101,17 +117,69 @@ def process_digit_article(text: str) -> str:
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def normalize_prediction(answer: str) -> str:
-    """A prediction as the official evaluation compares it (newlines/tabs to spaces, strip, both steps)."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(answer))
+def clean_answer(text: str) -> str:
+    """Newlines and tabs to spaces, then ``strip()`` (what both revisions do to a prediction first)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
 
 
-def normalize_ground_truth(answers: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """A question's ground-truth answers as compared: punctuation-processed only if they are not all equal.
+@lru_cache(maxsize=_CACHE_SIZE)
+def normalize_answer(text: str) -> str:
+    """Fully normalized: :func:`clean_answer`, :func:`process_punctuation`, :func:`process_digit_article`.
 
-    The official code never lower-cases ground-truth answers nor maps their number words.
+    Master compares every answer of a question in this form when its ground-truth answers disagree; legacy
+    compares every prediction in this form.
     """
+    return process_digit_article(process_punctuation(clean_answer(text)))
+
+
+VqaRevisionName = Literal["master", "legacy"]
+DEFAULT_REVISION: VqaRevisionName = "master"
+
+
+@dataclass(frozen=True)
+class QuestionRule:
+    """How one question is compared: its ground-truth answers as compared, and the prediction's normalizer."""
+
+    answers: tuple[str, ...]
+    prediction: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class VqaRevision:
+    """One revision of the official ``vqaEval.py``: which normalization applies to which question."""
+
+    name: VqaRevisionName
+    source: str  # the official code this revision follows (for help texts and the README)
+    rule: Callable[[Sequence[str]], QuestionRule]
+
+
+def _master_rule(answers: Sequence[str]) -> QuestionRule:
+    cleaned = tuple(clean_answer(a) for a in answers)
+    if len(set(cleaned)) > 1:
+        # normalize_answer cleans again; cleaning is idempotent, so this is the official order exactly
+        return QuestionRule(tuple(normalize_answer(a) for a in cleaned), normalize_answer)
+    return QuestionRule(cleaned, clean_answer)
+
+
+def _legacy_rule(answers: Sequence[str]) -> QuestionRule:
     if len(set(answers)) > 1:
-        return tuple(process_punctuation(a) for a in answers)
-    return tuple(answers)
+        return QuestionRule(tuple(process_punctuation(a) for a in answers), normalize_answer)
+    return QuestionRule(tuple(answers), normalize_answer)
+
+
+REVISIONS: dict[str, VqaRevision] = {
+    "master": VqaRevision(
+        "master", "GT-Vision-Lab/VQA vqaEval.py master (a013f00, 2021-03-11)", _master_rule
+    ),
+    "legacy": VqaRevision("legacy", "GT-Vision-Lab/VQA vqaEval.py before a013f00 (458a8b2)", _legacy_rule),
+}
+
+
+def vqa_revision(name: str) -> VqaRevision:
+    """The revision called ``name``; a one-line :class:`ConfigError` naming the choices otherwise."""
+    try:
+        return REVISIONS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"VQA evaluation revision {name!r} is unknown; choose one of {', '.join(REVISIONS)}"
+        ) from None

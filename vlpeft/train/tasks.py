@@ -124,7 +124,9 @@ class VqaTask:
         cfg = self.params.vqa
         keep = subset_indices(len(self.train_records), cfg.max_train_samples, cfg.seed)
         self.train_records = [self.train_records[i] for i in keep]
-        self._val_gt = VqaGroundTruth.from_records(self.val_records, source="val split")
+        self._val_gt = VqaGroundTruth.from_records(
+            self.val_records, source="val split", revision=self.params.evaluate.vqa_revision
+        )
 
     # -------------------------------------------------------------------------------------- training
 
@@ -184,7 +186,10 @@ class VqaTask:
         results = [{"question_id": r.question_id, "answer": preds[r.question_id]} for r in records]
         write_json(out_dir / PREDICTIONS, results, indent=None)
         metrics = evaluate_vqa_files(
-            questions_path(self.root, "test"), annotations_path(self.root, "test"), out_dir / PREDICTIONS
+            questions_path(self.root, "test"),
+            annotations_path(self.root, "test"),
+            out_dir / PREDICTIONS,
+            revision=self.params.evaluate.vqa_revision,
         )
         return metrics.to_json()
 

@@ -1,71 +1,25 @@
 # ruff: noqa: E501  (tables kept in the official layout)
-"""Reference: a line-by-line transcription of the official VQA evaluation, for equivalence tests and bench.
+"""Reference: a line-by-line transcription of the official VQA evaluation *before* a013f00 (``legacy``).
 
-Transcribed from GT-Vision-Lab/VQA master, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` (class
-``VQAEval``: ``evaluate``, ``processPunctuation``, ``processDigitArticle``, ``setAccuracy``) and
-``PythonHelperTools/vqaTools/vqa.py`` (``createIndex``, ``getQuesIds``, ``loadRes``). The repository has no
-license file, so it is transcribed (Python 3, same statements, same order) rather than vendored. It keeps
-every quirk on purpose: the mistyped period regex, ``re.UNICODE`` passed as ``count``, the ground-truth dicts
-mutated in place, ``item != gtAnsDatum`` dict comparison, ``manualMap.setdefault`` growing the map, and the
-per-type lists that average the leave-one-out subsets (master; an older revision appended only the last
-subset's value). It is independent of ``vlpeft.eval`` -- do not import from there.
+Source: GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at 458a8b2 (the revision before
+a013f00 "Fixed processing answers bug", 2021-03-11), class ``VQAEval``. This transcription was once labelled
+"master"; it was checked against 458a8b2 statement by statement (an ``ast`` comparison after a mechanical
+Python 2 -> 3 conversion of that revision): it differs only in the dropped ``print`` statements and progress
+bar and in ``quesIds is None`` for ``quesIds == None``. It keeps every quirk on purpose: the mistyped period
+regex, ``re.UNICODE`` passed as ``count``, the prediction always normalized, the ground truth only
+punctuation-processed (and only when its raw answers disagree), mutated in place, ``item != gtAnsDatum``
+dict comparison, ``manualMap.setdefault`` growing the map, and the per-type lists that average the
+leave-one-out subsets (f8b1ce3, 2015; before it they got the last subset's value). The ``VQA`` helper it
+runs on is ``vqa_official_api.py``. Independent of ``vlpeft.eval`` -- do not import from there.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 
 
-class OfficialVQA:
-    """``vqaTools/vqa.py``'s ``VQA``, from already-parsed JSON (no files, no prints)."""
-
-    def __init__(self, annotations: dict | None = None, questions: dict | None = None):
-        self.dataset: dict = {}
-        self.questions: dict = {}
-        self.qa: dict = {}
-        self.qqa: dict = {}
-        if annotations is not None:
-            self.dataset = annotations
-            self.questions = questions
-            self.createIndex()
-
-    def createIndex(self):
-        qa = {ann["question_id"]: [] for ann in self.dataset["annotations"]}
-        qqa = {ann["question_id"]: [] for ann in self.dataset["annotations"]}
-        for ann in self.dataset["annotations"]:
-            qa[ann["question_id"]] = ann
-        if self.questions:
-            for ques in self.questions["questions"]:
-                qqa[ques["question_id"]] = ques
-        self.qa = qa
-        self.qqa = qqa
-
-    def getQuesIds(self):
-        return [ann["question_id"] for ann in self.dataset["annotations"]]
-
-    def loadRes(self, results: list, questions: dict):
-        res = OfficialVQA()
-        res.questions = questions
-        anns = results  # the official code mutates the freshly loaded results list
-        assert type(anns) == list, "results is not an array of objects"  # noqa: E721
-        annsQuesIds = [ann["question_id"] for ann in anns]
-        assert set(annsQuesIds) == set(self.getQuesIds()), "Results do not correspond to current VQA set."
-        for ann in anns:
-            quesId = ann["question_id"]
-            if questions.get("task_type") == "Multiple Choice":
-                assert ann["answer"] in self.qqa[quesId]["multiple_choices"]
-            qaAnn = self.qa[quesId]
-            ann["image_id"] = qaAnn["image_id"]
-            ann["question_type"] = qaAnn["question_type"]
-            ann["answer_type"] = qaAnn["answer_type"]
-        res.dataset["annotations"] = anns
-        res.createIndex()
-        return res
-
-
-class OfficialVQAEval:
-    """``vqaEvaluation/vqaEval.py``'s ``VQAEval`` (master), Python 3, progress printing dropped."""
+class OfficialVQAEvalLegacy:
+    """``VQAEval`` of vqaEval.py at 458a8b2 (before a013f00), Python 3, progress printing dropped."""
 
     def __init__(self, vqa, vqaRes, n=2):
         self.n = n
@@ -197,15 +151,3 @@ class OfficialVQAEval:
         if ansType not in self.evalAnsType:
             self.evalAnsType[ansType] = {}
         self.evalAnsType[ansType][quesId] = round(100 * acc, self.n)
-
-
-def official_vqa_eval(questions: dict, annotations: dict, results: list, n: int = 2) -> OfficialVQAEval:
-    """Run the transcribed official pipeline as the demo script does: VQA, loadRes, VQAEval, evaluate.
-
-    ``annotations`` and ``results`` are deep-copied first because the official code mutates both.
-    """
-    vqa = OfficialVQA(copy.deepcopy(annotations), questions)
-    vqa_res = vqa.loadRes(copy.deepcopy(results), questions)
-    ev = OfficialVQAEval(vqa, vqa_res, n=n)
-    ev.evaluate()
-    return ev
