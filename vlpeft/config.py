@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlpeft.errors import ConfigError
 from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
 
 RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
 ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
-TowerMode = Literal["frozen", "lora", "adapter", "full"]
 Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
 
 
@@ -119,41 +118,95 @@ class FeaturesConfig(Section):
 # ---------------------------------------------------------------------------------------- model/peft
 
 
-class AdapterConfig(Section):
-    """Bottleneck adapter (Houlsby/Pfeiffer style, as in VL-Adapter and the routing paper)."""
+class _PeftCommon(Section):
+    """What every PEFT method reads; each method's own settings are the section named after it."""
 
-    activation: str = "gelu"
-    skip: bool = Field(True, description="internal skip: out = h + up(act(route(down(h))))")
-    positions: list[Literal["attention", "ffn"]] = ["attention", "ffn"]
-    init_std: float = Field(0.02, gt=0)
-    shared_per_block: bool = Field(
-        False,
-        description="one adapter per transformer block, used at every position of that block (the released "
-        "GPT-2 code); False = one adapter per position (VL-Adapter, the released RoBERTa code)",
-    )
-
-
-class PeftConfig(Section):
-    """Which PEFT method the language tower gets, and the routing function inside its bottleneck."""
-
-    method: Literal["lora", "adapter", "full", "frozen"] = "lora"
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(8.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    method: str = "lora"
+    rank: int = Field(8, ge=1, description="bottleneck width r of LoRA / adapter-family methods")
+    alpha: float = Field(8.0, gt=0, description="LoRA scaling alpha (s = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
     routing: RoutingKind = "none"
     target_modules: list[str] | None = Field(
         None, description="module names to adapt; None = the family default (query and value)"
     )
     fused_qkv: Literal["qv", "all"] = Field(
         "qv",
-        description="fused QKV projections (GPT-2 c_attn): qv = LoRA on the query and value thirds with one "
+        description="LoRA on fused QKV projections (GPT-2 c_attn): qv = the query and value thirds with one "
         "joint 2r bottleneck (the released code); all = the whole projection, one rank-r LoRA (peft)",
     )
-    train_layernorm: bool = Field(True, description="train the LayerNorms inside transformer blocks")
-    bias: Literal["none", "lora_only", "all"] = Field(
-        "none", description="biases to train: none, those of LoRA-wrapped layers (the paper), or all"
+    train_layernorm: bool = Field(True, description="train the LayerNorms of layernorm_scope")
+    layernorm_scope: Literal["blocks", "all"] = Field(
+        "blocks",
+        description="blocks = norms inside transformer blocks (the routing paper); all = every norm, "
+        "embedding LayerNorms included (VL-Adapter's --unfreeze_layer_norms)",
     )
-    adapter: AdapterConfig = AdapterConfig()
+    bias: Literal["none", "lora_only", "all"] = Field(
+        "none", description="biases to train: none, those of the adapted layers (the paper), or all"
+    )
+
+    @property
+    def options(self) -> Any:
+        """The chosen method's own settings (its ``peft.<method>`` section), or ``None`` if it has none."""
+        return getattr(self, self.method, None)
+
+
+def _peft_config_class() -> type[_PeftCommon]:
+    """``PeftConfig``: the common fields, ``method`` restricted to the registered methods, and one section per
+    method with its own settings class (from ``vlpeft.tuners.registry``), e.g. ``peft.adapter``.
+
+    The section named by ``method`` is the method's typed config (``PeftConfig.options``); the sections of
+    other methods are validated too but unused, so a sweep can switch ``method`` over one params file.
+    """
+    from pydantic import create_model
+
+    from vlpeft.tuners.registry import method_specs
+
+    specs = method_specs()
+    method_names = tuple(spec.name for spec in specs)
+    sections: dict[str, Any] = {
+        spec.name: (spec.options, Field(default_factory=spec.options, description=spec.description))
+        for spec in specs
+        if spec.options is not None
+    }
+    return create_model(
+        "PeftConfig",
+        __base__=_PeftCommon,
+        __doc__="Which PEFT method a tower gets (a registered name), its settings and the routing function "
+        "inside its bottleneck.",
+        __module__=__name__,
+        method=(Literal[method_names], Field("lora", description="a registered PEFT method")),
+        **sections,
+    )
+
+
+PeftConfig = _peft_config_class()
+AdapterConfig = PeftConfig.model_fields["adapter"].annotation  # re-exported (vlpeft.tuners.adapter.config)
+
+
+def tower_method(value: str) -> str:
+    """``model.vision_tower`` values: the registered methods usable on the vision tower."""
+    from vlpeft.tuners.registry import list_methods
+
+    allowed = list_methods(vision_tower=True)
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(repr(m) for m in allowed)}")
+    return value
+
+
+TowerMode = Annotated[str, AfterValidator(tower_method)]
+
+
+def bottleneck_method(value: str) -> str:
+    """Sweep ``method`` values: the registered methods with a rank (a bottleneck to search over)."""
+    from vlpeft.tuners.registry import list_methods
+
+    allowed = list_methods(ranked=True)
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(repr(m) for m in allowed)}")
+    return value
+
+
+RankedMethod = Annotated[str, AfterValidator(bottleneck_method)]
 
 
 class ModelConfig(Section):
@@ -287,7 +340,7 @@ class SweepConfig(Section):
     )
     routing: list[RoutingKind] = Field(["none", "mul", "vl"], min_length=1)
     rank: list[int] = Field([4, 8], min_length=1)
-    method: list[Literal["lora", "adapter"]] = Field(["lora"], min_length=1)
+    method: list[RankedMethod] = Field(["lora"], min_length=1)
     lr: list[float] | None = Field(
         None,
         description="None = the task's lr; [x] = fixed; [low, high] = log-uniform range (tpe/random); "

@@ -13,7 +13,7 @@ from vl_helpers import peft, randomize_peft
 from vlpeft.errors import DataError
 from vlpeft.models import build_vl_model, load_vl_model, param_report, save_vl_model
 from vlpeft.tuners import RoutedLoraLinear
-from vlpeft.tuners.adapter import BottleneckAdapter
+from vlpeft.tuners.adapter.layer import BottleneckAdapter
 
 
 def _perturb(model: torch.nn.Module) -> None:

@@ -189,7 +189,7 @@ def test_shared_per_block_is_the_released_gpt2_layout(tmp_path):
 
 
 def test_sharing_needs_numbered_blocks():
-    from vlpeft.tuners.adapter import block_of
+    from vlpeft.tuners.adapter.layer import block_of
 
     assert block_of("transformer.h.3.attn.c_proj") == "transformer.h.3"
     assert block_of("model.encoder.layers.0.fc2") == "model.encoder.layers.0"

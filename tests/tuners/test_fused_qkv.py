@@ -19,7 +19,7 @@ from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError
 from vlpeft.routing import ROUTING_KINDS, route
 from vlpeft.tuners import RoutedLoraLinear, RoutedMergeError, apply_peft, load_peft, save_peft, visual_context
-from vlpeft.tuners.lora import lora_layers
+from vlpeft.tuners.lora.layer import lora_layers
 
 IDS = torch.randint(0, VOCAB, (3, 7), generator=torch.Generator().manual_seed(0))
 
@@ -164,7 +164,7 @@ def test_bad_fused_qkv_value_names_the_allowed_ones():
 
 
 def test_a_projection_that_is_not_three_thirds_is_refused():
-    from vlpeft.tuners.lora import _check_slices
+    from vlpeft.tuners.lora.layer import _check_slices
 
     with pytest.raises(ConfigError, match=r"not a fused q\|k\|v projection"):
         _check_slices(("q", "v"), torch.nn.Linear(4, 10), "h.0.attn.c_attn")

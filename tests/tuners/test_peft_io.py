@@ -12,7 +12,7 @@ from tuner_helpers import VOCAB, WIDTH, randomize_lora_b, tiny_gpt2, tiny_robert
 from vlpeft.config import PeftConfig
 from vlpeft.errors import DataError
 from vlpeft.tuners import RoutedLoraLinear, apply_peft, load_peft, save_peft, trainable_names, visual_context
-from vlpeft.tuners.lora import lora_layers
+from vlpeft.tuners.lora.layer import lora_layers
 
 IDS = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0))
 X_V = torch.randn(2, 1, WIDTH, generator=torch.Generator().manual_seed(1))
@@ -128,7 +128,7 @@ def test_partial_adapter_file_is_refused(tmp_path):
 
 def test_dead_lora_is_detected():
     """Pitfall P10 guard: an all-zero LoRA A (skipped init) is an error, not a silently frozen model."""
-    from vlpeft.tuners.api import _check_lora_alive
+    from vlpeft.tuners.lora.method import check_lora_alive as _check_lora_alive
 
     model = apply_peft(tiny_roberta(), PeftConfig(rank=4), "roberta")
     _check_lora_alive(model)

@@ -1,10 +1,11 @@
 """Per-tower trainability: the language tower by ``peft.method``, the vision tower by ``model.vision_tower``.
 
-Language tower: ``vlpeft.tuners.apply_peft`` (``lora | adapter | full | frozen``, routing inside LoRA/adapter
-bottlenecks, trainable LayerNorms with ``peft.train_layernorm``).
+Language tower: ``vlpeft.tuners.apply_peft`` (any registered method, routing inside bottlenecks, trainable
+LayerNorms with ``peft.train_layernorm``).
 
 Vision tower (only when the encoder runs in the loop on ``pixel_values``): ``frozen`` (the papers' setting:
-no gradients, always eval mode), ``full`` (every ViT parameter), or ``lora`` / ``adapter`` with the language
+no gradients, always eval mode), ``full`` (every ViT parameter), or another method registered with
+``vision_tower`` (``lora`` / ``adapter``) with the language
 tower's rank, alpha, dropout and adapter settings but **no routing** (the vision tower is where visual
 features come from) and the family-default targets (ViT query/value).
 """
@@ -32,16 +33,14 @@ def load_vision_encoder(model_cfg: ModelConfig, peft_cfg: PeftConfig, pooling: s
     with quiet_transformers():
         encoder = VisionEncoder.from_pretrained(model_cfg.vision, pooling=pooling)
     encoder.requires_grad_(False)
-    mode = model_cfg.vision_tower
-    if mode == "full":
-        encoder.requires_grad_(True)
-    elif mode in ("lora", "adapter"):
+    if model_cfg.vision_tower != "frozen":
         family = str(getattr(encoder.model.config, "model_type", "vit"))
         # apply_peft injects its layers into encoder.model in place; for LoRA it returns a PeftModel wrapper
         # whose base is encoder.model, so encoder.forward runs the adapted ViT. Keep the wrapper's modules
         # out of the module tree (parameters would be registered twice).
         wrapped = apply_peft(encoder.model, vision_peft_config(model_cfg, peft_cfg), family)
-        object.__setattr__(encoder, "_peft_wrapper", wrapped)
+        if wrapped is not encoder.model:
+            object.__setattr__(encoder, "_peft_wrapper", wrapped)
     return encoder
 
 

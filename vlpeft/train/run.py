@@ -21,6 +21,7 @@ from vlpeft.io import write_json
 from vlpeft.tasks import get_task
 from vlpeft.tracking.base import Tracker
 from vlpeft.train.loop import Report, fit
+from vlpeft.tuners.registry import get_method
 
 METRICS = "metrics.json"
 CURVES = "curves.json"
@@ -121,7 +122,7 @@ def train_task(
             # What was trained, so reports and registries need not open the checkpoint.
             "method": cfg.peft.method,
             "routing": cfg.peft.routing,
-            "rank": cfg.peft.rank if cfg.peft.method in ("lora", "adapter") else None,
+            "rank": cfg.peft.rank if get_method(cfg.peft.method).ranked else None,
             "visual_prefix": params.model.visual_prefix,
         },
     }

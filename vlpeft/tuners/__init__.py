@@ -1,5 +1,10 @@
 """PEFT methods for vision-language fine-tuning: routed LoRA, bottleneck adapters, the visual context.
 
+Every method is one package registered by name (``vlpeft.tuners.registry``); ``apply_peft`` / ``save_peft``
+/ ``load_peft`` are generic. Importing this package registers the built-in methods (light: their
+declarations import no torch, so ``vlpeft.config`` can build the ``peft`` section from them); the
+implementations and the names below are imported on first use.
+
 Design
 ------
 - **Routed LoRA is a peft LoRA layer.** ``RoutedLoraLinear`` subclasses peft's ``lora.Linear`` and is
@@ -32,30 +37,38 @@ Design
   ``fused_qkv: all`` is peft's own LoRA on the whole projection.
 """
 
-from vlpeft.tuners.adapter import AdaptedOutput, BottleneckAdapter
-from vlpeft.tuners.api import (
-    apply_peft,
-    enable_gradient_checkpointing,
-    load_peft,
-    peft_state,
-    save_peft,
-    trainable_names,
-)
-from vlpeft.tuners.context import checkpoint_kwargs, current_visual, visual_context
-from vlpeft.tuners.lora import RoutedLoraLinear, RoutedMergeError
+import importlib
+from typing import Any
 
-__all__ = [
-    "AdaptedOutput",
-    "BottleneckAdapter",
-    "RoutedLoraLinear",
-    "RoutedMergeError",
-    "apply_peft",
-    "checkpoint_kwargs",
-    "current_visual",
-    "enable_gradient_checkpointing",
-    "load_peft",
-    "peft_state",
-    "save_peft",
-    "trainable_names",
-    "visual_context",
-]
+from vlpeft.tuners.registry import get_method, list_methods, register_method
+
+# The built-in method packages, in the order they are listed; importing one registers it.
+BUILTIN_METHODS: tuple[str, ...] = ("lora", "adapter", "full", "frozen")
+for _package in BUILTIN_METHODS:
+    importlib.import_module(f"vlpeft.tuners.{_package}")
+
+_LAZY = {
+    "AdaptedOutput": "vlpeft.tuners.adapter.layer",
+    "BottleneckAdapter": "vlpeft.tuners.adapter.layer",
+    "RoutedLoraLinear": "vlpeft.tuners.lora.layer",
+    "RoutedMergeError": "vlpeft.tuners.lora.layer",
+    "apply_peft": "vlpeft.tuners.api",
+    "enable_gradient_checkpointing": "vlpeft.tuners.api",
+    "load_peft": "vlpeft.tuners.api",
+    "peft_state": "vlpeft.tuners.api",
+    "save_peft": "vlpeft.tuners.api",
+    "trainable_names": "vlpeft.tuners.trainable",
+    "checkpoint_kwargs": "vlpeft.tuners.context",
+    "current_visual": "vlpeft.tuners.context",
+    "visual_context": "vlpeft.tuners.context",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: torch-heavy names load when first used, so importing the registry stays light.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vlpeft.tuners' has no attribute {name!r}")
+
+
+__all__ = [*sorted(_LAZY), "BUILTIN_METHODS", "get_method", "list_methods", "register_method"]

@@ -1,71 +1,40 @@
-"""Public PEFT API: apply a method to a Hugging Face model by config, save it, load it back.
+"""Public PEFT API: apply a registered method to a Hugging Face model by config, save it, load it back.
 
-Directory written by ``save_peft`` (all writes atomic; weights are safetensors only)::
+Everything method-specific lives in the method's package (``vlpeft.tuners.<method>``, see
+``vlpeft.tuners.registry``); this module holds what all methods share: the routing check, the LayerNorm
+policy, the trainable set and the settings file. Directory written by ``save_peft`` (atomic; weights are
+safetensors only)::
 
-    vlpeft_peft.json                 {"format": "vlpeft-peft", "version": 1, "method", "family",
-                                      "peft": {...}, "adapted": [module names],
-                                      "trainable": [parameter names]}
-    adapter_config.json              method lora: peft's own files (PeftModel.save_pretrained)
-    adapter_model.safetensors        method lora: LoRA weights (peft key names)
-    extra_trainable.safetensors      method lora: other trainable parameters (LayerNorms ...), our names
-    vlpeft_adapter.safetensors       method adapter: every trainable parameter (adapters, LayerNorms)
-    vlpeft_full.safetensors          method full: every parameter
+    vlpeft_peft.json     {"format": "vlpeft-peft", "version": 1, "method", "family", "peft": {...},
+                          "adapted": [module names], "trainable": [parameter names]}
+    <the method's files> e.g. lora: adapter_config.json, adapter_model.safetensors (peft's own) and
+                         extra_trainable.safetensors; adapter: vlpeft_adapter.safetensors; full:
+                         vlpeft_full.safetensors (``MethodSpec.state_files``)
 
-``vlpeft_peft.json`` carries the routing kind; ``load_peft`` refuses a directory without it, so a routed
-adapter never comes back as plain LoRA through this API.
+``vlpeft_peft.json`` carries the method and the routing kind; ``load_peft`` refuses a directory without it, so
+a routed adapter never comes back as plain LoRA through this API.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
-from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from peft import PeftModel
 
 from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_path, read_json, write_json
-from vlpeft.tuners.adapter import adapted_outputs, inject_adapters
 from vlpeft.tuners.context import checkpoint_kwargs
-from vlpeft.tuners.lora import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
-from vlpeft.tuners.targets import adapter_patterns, fused_lora_layout, lora_targets
+from vlpeft.tuners.registry import MethodSpec, get_method, list_methods
+from vlpeft.tuners.trainable import trainable_names, unfreeze_norms
 
 STATE_FILE = "vlpeft_peft.json"
 FORMAT = "vlpeft-peft"
 _STATE_ATTR = "_vlpeft_peft_state"
 
-
-def trainable_names(model: nn.Module) -> list[str]:
-    """Names of the parameters of ``model`` that require gradients, in ``named_parameters`` order."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
-def _is_norm(module: nn.Module) -> bool:
-    # nn.LayerNorm plus model-specific norms (T5LayerNorm, RMSNorm variants) that do not subclass it.
-    name = type(module).__name__
-    return isinstance(module, nn.LayerNorm) or name.endswith(("LayerNorm", "RMSNorm"))
-
-
-def _unfreeze_norms(model: nn.Module) -> None:
-    """Make the LayerNorms inside transformer blocks trainable (names with a layer index, e.g. ``h.3.ln_1``).
-
-    As in the paper (§B.4) the embedding LayerNorm and the final ``ln_f`` stay frozen.
-    """
-    for name, module in model.named_modules():
-        if _is_norm(module) and re.search(r"\.\d+\.", f".{name}."):
-            for p in module.parameters(recurse=False):
-                p.requires_grad_(True)
-
-
-def _unfreeze_biases(model: nn.Module, bias: str, wrapped: list[str]) -> None:
-    """Adapters' counterpart of peft's ``bias``: ``all`` biases or those of the wrapped layers."""
-    for name, p in model.named_parameters():
-        if (bias == "all" and name.endswith(".bias")) or (bias == "lora_only" and name in wrapped):
-            p.requires_grad_(True)
+__all__ = ["apply_peft", "enable_gradient_checkpointing", "load_peft", "peft_state", "save_peft"]
 
 
 def _family(model: nn.Module, family: str | None) -> str:
@@ -77,90 +46,52 @@ def _family(model: nn.Module, family: str | None) -> str:
     return str(config.model_type)
 
 
-def _lora_config(peft_cfg: PeftConfig, family: str) -> LoraConfig:
-    """The ``LoraConfig`` equivalent to ``peft_cfg`` (routing registered when it is not ``none``)."""
-    config = LoraConfig(
-        r=peft_cfg.rank,
-        lora_alpha=peft_cfg.alpha,
-        lora_dropout=peft_cfg.dropout,
-        bias=peft_cfg.bias,
-        target_modules=lora_targets(family, peft_cfg.target_modules),
-        fan_in_fan_out=family == "gpt2",  # GPT-2's projections are Conv1D (weight stored (in, out))
-    )
-    return routed_lora_config(config, peft_cfg.routing, *fused_lora_layout(family, peft_cfg.fused_qkv))
+def method_spec(peft_cfg: PeftConfig, family: str) -> MethodSpec:
+    """The registered spec of ``peft_cfg.method``, checked against the routing kind and the family."""
+    spec = get_method(peft_cfg.method)
+    if peft_cfg.routing != "none" and not spec.bottleneck:
+        raise ConfigError(
+            f"peft.routing={peft_cfg.routing} needs method {' or '.join(list_methods(bottleneck=True))} "
+            f"(got {spec.name}, which has no bottleneck for the visual features to enter)"
+        )
+    if not spec.supports(family):
+        raise ConfigError(
+            f"peft.method {spec.name} does not support model family {family!r} "
+            f"(supported: {', '.join(spec.families or ())})"
+        )
+    return spec
 
 
-def _inject_adapters(model: nn.Module, peft_cfg: PeftConfig, family: str) -> list[str]:
-    """The bottleneck adapters ``peft_cfg`` asks for, at the family's positions; returns the wrapped names."""
-    a = peft_cfg.adapter
-    patterns = adapter_patterns(family, list(a.positions), peft_cfg.target_modules)
-    return inject_adapters(
-        model,
-        patterns,
-        peft_cfg.rank,
-        peft_cfg.routing,
-        a.activation,
-        a.skip,
-        a.init_std,
-        shared_per_block=a.shared_per_block,
-    )
-
-
-def _check_lora_alive(model: nn.Module) -> None:
-    """Pitfall P10: a LoRA A that is all zeros never trains (init skipped inside ``from_pretrained``)."""
-    for name, layer in lora_layers(model):
-        for adapter, lin in layer.lora_A.items():
-            if not torch.any(lin.weight != 0):
-                raise RuntimeError(
-                    f"LoRA A of {name} (adapter {adapter}) is all zeros: its initialisation was skipped; "
-                    "apply PEFT after from_pretrained, outside any init-skipping context"
-                )
+def _record(model: nn.Module, state: dict[str, Any]) -> None:
+    # object.__setattr__: a plain attribute, never a registered submodule or buffer.
+    object.__setattr__(model, _STATE_ATTR, state)
 
 
 def apply_peft(model: nn.Module, peft_cfg: PeftConfig, family: str | None = None) -> nn.Module:
     """Apply ``peft_cfg.method`` to ``model`` and return the module to use from now on.
 
-    - ``lora``: a peft ``PeftModel`` (routing ``none`` = peft's ``lora.Linear``, bit-identical to
-      ``get_peft_model``; other kinds, and the q/v thirds of a fused QKV projection with ``fused_qkv: qv``,
-      = ``RoutedLoraLinear``). Targets: ``peft_cfg.target_modules`` or the family default (query and value).
-    - ``adapter``: ``model`` itself with bottleneck adapters on the sublayer outputs, everything else frozen.
-    - ``full``: every parameter trainable. ``frozen``: none.
-    LayerNorms are trainable with ``peft_cfg.train_layernorm`` (lora and adapter). ``family`` is the
-    transformers ``model_type`` (default ``model.config.model_type``).
+    The method decides what it injects and trains (e.g. ``lora`` returns peft's ``PeftModel``; ``adapter``
+    the model itself with adapters; ``full`` trains everything, ``frozen`` nothing). Then, for methods with
+    ``common_trainables``, the LayerNorms of ``peft.layernorm_scope`` train with ``peft.train_layernorm``.
+    ``family`` is the transformers ``model_type`` (default ``model.config.model_type``).
     """
     family = _family(model, family)
-    method = peft_cfg.method
-    if method in ("full", "frozen") and peft_cfg.routing != "none":
-        raise ConfigError(f"peft.routing={peft_cfg.routing} needs method lora or adapter (got {method})")
-    adapted: list[str] = []
-    if method == "full":
-        model.requires_grad_(True)
-    elif method == "frozen":
-        model.requires_grad_(False)
-    elif method == "lora":
-        model = get_peft_model(model, _lora_config(peft_cfg, family))
-        _check_lora_alive(model)
-        adapted = [n for n, _ in lora_layers(model)]
-        if peft_cfg.train_layernorm:
-            _unfreeze_norms(model)
-    elif method == "adapter":
-        model.requires_grad_(False)
-        adapted = _inject_adapters(model, peft_cfg, family)
-        if peft_cfg.train_layernorm:
-            _unfreeze_norms(model)
-        _unfreeze_biases(model, peft_cfg.bias, [f"{n}.base.bias" for n in adapted])
-    else:  # pragma: no cover - PeftConfig validation makes this unreachable
-        raise ConfigError(f"peft.method {method!r} is unknown")
-    state = {
-        "format": FORMAT,
-        "version": 1,
-        "method": method,
-        "family": family,
-        "peft": peft_cfg.model_dump(mode="json"),
-        "adapted": adapted,
-        "trainable": trainable_names(model),
-    }
-    object.__setattr__(model, _STATE_ATTR, state)
+    spec = method_spec(peft_cfg, family)
+    model, adapted = spec.impl().apply(model, peft_cfg, family)
+    if spec.common_trainables and peft_cfg.train_layernorm:
+        unfreeze_norms(model, peft_cfg.layernorm_scope)
+    _record(
+        model,
+        {
+            "format": FORMAT,
+            "version": 1,
+            "method": spec.name,
+            "family": family,
+            "peft": peft_cfg.model_dump(mode="json"),
+            "adapted": adapted,
+            "trainable": trainable_names(model),
+        },
+    )
     return model
 
 
@@ -184,11 +115,6 @@ def peft_state(model: nn.Module) -> dict[str, Any]:
     return state
 
 
-def _tensors(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    return {n: params[n].detach().contiguous().cpu() for n in names}
-
-
 def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
     """Save what ``apply_peft`` added or trains to ``out_dir`` (replaced atomically); see module docstring."""
     state = dict(peft_state(model))
@@ -200,21 +126,7 @@ def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        method = state["method"]
-        if method == "lora":
-            if not isinstance(model, PeftModel):
-                raise ValueError("method lora expects the PeftModel returned by apply_peft")
-            model.save_pretrained(str(tmp))
-            extra = [n for n in trainable if ".lora_A." not in n and ".lora_B." not in n]
-            if extra:
-                save_file(_tensors(model, extra), str(tmp / "extra_trainable.safetensors"))
-        elif method == "adapter":
-            save_file(_tensors(model, trainable), str(tmp / "vlpeft_adapter.safetensors"))
-        elif method == "full":
-            save_file(
-                _tensors(model, [n for n, _ in model.named_parameters()]),
-                str(tmp / "vlpeft_full.safetensors"),
-            )
+        get_method(state["method"]).impl().save(model, tmp, trainable)
         write_json(tmp / STATE_FILE, state)
     return out_dir
 
@@ -226,23 +138,12 @@ def _read_state(peft_dir: Path) -> dict[str, Any]:
     return state
 
 
-def _load_into(model: nn.Module, path: Path, trainable: bool, required: str | None = None) -> None:
-    """Copy the tensors of ``path`` into ``model``; every parameter whose name contains ``required`` must be
-    in the file (a partial adapter file would otherwise leave random adapters behind silently)."""
-    if not path.is_file():
-        raise DataError(f"{path}: weights file not found")
-    tensors = load_file(str(path))
-    params = dict(model.named_parameters())
-    unknown = sorted(set(tensors) - set(params))
-    if unknown:
-        raise DataError(f"{path}: parameters {unknown[:3]} do not exist in {type(model).__name__}")
-    absent = sorted(n for n in params if required is not None and required in n and n not in tensors)
-    if absent:
-        raise DataError(f"{path}: parameters {absent[:3]} are missing")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
-            params[name].requires_grad_(trainable)
+def saved_peft_config(state: dict[str, Any]) -> PeftConfig:
+    """The ``PeftConfig`` of a settings file, including saves from earlier versions.
+
+    Saves from before ``peft.fused_qkv`` existed adapted GPT-2's whole ``c_attn`` (``all``).
+    """
+    return PeftConfig.model_validate({"fused_qkv": "all", **state["peft"]})
 
 
 def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = False) -> nn.Module:
@@ -253,46 +154,14 @@ def load_peft(base_model: nn.Module, peft_dir: str | Path, is_trainable: bool = 
     """
     peft_dir = Path(peft_dir)
     state = _read_state(peft_dir)
-    # Saves from before peft.fused_qkv existed adapted GPT-2's whole c_attn.
-    peft_cfg = PeftConfig.model_validate({"fused_qkv": "all", **state["peft"]})
-    method, family = state["method"], state["family"]
+    peft_cfg = saved_peft_config(state)
+    try:
+        spec = get_method(state["method"])
+    except KeyError as exc:
+        raise DataError(f"{peft_dir / STATE_FILE}: {exc.args[0]}") from None
+    model = spec.impl().load(base_model, peft_dir, peft_cfg, state, is_trainable)
     trainable = set(state.get("trainable", []))
-    if method == "lora":
-        slices, fused = fused_lora_layout(family, peft_cfg.fused_qkv)
-        config = routed_lora_config(
-            LoraConfig.from_pretrained(str(peft_dir)), peft_cfg.routing, slices, fused
-        )
-        model = PeftModel.from_pretrained(base_model, str(peft_dir), config=config, is_trainable=is_trainable)
-        layers = lora_layers(model)
-        ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
-        expected = [n for n, _ in layers if is_own_layer(n, peft_cfg.routing, slices, fused)]
-        if not layers or ours != expected:
-            raise DataError(
-                f"{peft_dir}: LoRA layers did not load as routing={peft_cfg.routing}, "
-                f"fused_qkv={peft_cfg.fused_qkv}"
-            )
-        extra = peft_dir / "extra_trainable.safetensors"
-        if extra.is_file():
-            _load_into(model, extra, is_trainable)
-    elif method == "adapter":
-        model = base_model
-        model.requires_grad_(False)
-        _inject_adapters(model, peft_cfg, family)
-        _load_into(model, peft_dir / "vlpeft_adapter.safetensors", is_trainable, required=".adapter.")
-        if len(adapted_outputs(model)) != len(state["adapted"]):
-            raise DataError(
-                f"{peft_dir}: {len(state['adapted'])} adapters saved, the base model takes a different number"
-            )
-    elif method == "full":
-        model = base_model
-        _load_into(model, peft_dir / "vlpeft_full.safetensors", is_trainable, required="")
-    else:
-        model = base_model
-        model.requires_grad_(False)
-    if is_trainable:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name in trainable)
-    else:
-        model.requires_grad_(False)
-    object.__setattr__(model, _STATE_ATTR, state)
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_trainable and name in trainable)
+    _record(model, state)
     return model

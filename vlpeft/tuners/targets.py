@@ -85,3 +85,12 @@ def adapter_patterns(family: str, positions: list[str], override: list[str] | No
 def fused_lora_layout(family: str, fused_qkv: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """(adapted thirds, fused module names) for ``family``: what ``routed_lora_config`` takes."""
     return QKV_SLICES[fused_qkv], FUSED_QKV.get(family, ())
+
+
+# Families whose projections are transformers ``Conv1D`` (weight stored (in, out)): peft's fan_in_fan_out.
+CONV1D_FAMILIES: frozenset[str] = frozenset({"gpt2"})
+
+
+def fan_in_fan_out(family: str) -> bool:
+    """Whether ``family`` stores its projection weights transposed (GPT-2's ``Conv1D``)."""
+    return family in CONV1D_FAMILIES

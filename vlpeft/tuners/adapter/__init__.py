@@ -1,0 +1,17 @@
+"""Bottleneck adapters (``down → [route] → act → up (+h)``) on the sublayer outputs."""
+
+from vlpeft.tuners.adapter.config import AdapterConfig
+from vlpeft.tuners.registry import MethodSpec, register_method
+
+register_method(
+    MethodSpec(
+        name="adapter",
+        implementation="vlpeft.tuners.adapter.method:METHOD",
+        options=AdapterConfig,
+        bottleneck=True,
+        ranked=True,
+        vision_tower=True,
+        state_files=("vlpeft_adapter.safetensors",),
+        description="bottleneck adapters after attention and feed-forward, routing after the down-projection",
+    )
+)

@@ -1,0 +1,99 @@
+"""LoRA as a registered method: peft's ``get_peft_model`` with ``RoutedLoraLinear`` where routing or slices
+differ from peft's own layer; peft's files on disk plus the other trainables (LayerNorms ...) in one file.
+
+Files: ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's ``save_pretrained``) and
+``extra_trainable.safetensors`` (trainable parameters that are not LoRA A/B, under our names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from vlpeft.config import PeftConfig
+from vlpeft.errors import DataError
+from vlpeft.tuners.lora.layer import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
+from vlpeft.tuners.targets import fan_in_fan_out, fused_lora_layout, lora_targets
+from vlpeft.tuners.trainable import load_tensors, save_tensors
+
+EXTRA_FILE = "extra_trainable.safetensors"
+
+
+def lora_config(cfg: PeftConfig, family: str) -> LoraConfig:
+    """The ``LoraConfig`` equivalent to ``cfg`` (routing registered when it is not ``none``)."""
+    config = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        bias=cfg.bias,
+        target_modules=lora_targets(family, cfg.target_modules),
+        fan_in_fan_out=fan_in_fan_out(family),
+    )
+    return routed_lora_config(config, cfg.routing, *fused_lora_layout(family, cfg.fused_qkv))
+
+
+def check_lora_alive(model: nn.Module) -> None:
+    """Pitfall P10: a LoRA A that is all zeros never trains (init skipped inside ``from_pretrained``).
+
+    Skipped on the meta device (no values; parameter accounting builds models there).
+    """
+    for name, layer in lora_layers(model):
+        for adapter, lin in layer.lora_A.items():
+            if lin.weight.is_meta:
+                continue
+            if not torch.any(lin.weight != 0):
+                raise RuntimeError(
+                    f"LoRA A of {name} (adapter {adapter}) is all zeros: its initialisation was skipped; "
+                    "apply PEFT after from_pretrained, outside any init-skipping context"
+                )
+
+
+def _is_lora_weight(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+class LoraMethod:
+    """``PeftMethod`` for ``lora`` (see the module docstring)."""
+
+    def apply(self, model: nn.Module, cfg: PeftConfig, family: str) -> tuple[nn.Module, list[str]]:
+        model = get_peft_model(model, lora_config(cfg, family))
+        check_lora_alive(model)
+        return model, [n for n, _ in lora_layers(model)]
+
+    def save(self, model: nn.Module, out_dir: Path, trainable: list[str]) -> None:
+        if not isinstance(model, PeftModel):
+            raise ValueError("method lora expects the PeftModel returned by apply_peft")
+        model.save_pretrained(str(out_dir))
+        extra = [n for n in trainable if not _is_lora_weight(n)]
+        if extra:
+            save_tensors(model, extra, out_dir / EXTRA_FILE)
+
+    def load(
+        self,
+        base_model: nn.Module,
+        peft_dir: Path,
+        cfg: PeftConfig,
+        state: dict[str, Any],
+        is_trainable: bool,
+    ) -> nn.Module:
+        family = state["family"]
+        slices, fused = fused_lora_layout(family, cfg.fused_qkv)
+        config = routed_lora_config(LoraConfig.from_pretrained(str(peft_dir)), cfg.routing, slices, fused)
+        model = PeftModel.from_pretrained(base_model, str(peft_dir), config=config, is_trainable=is_trainable)
+        layers = lora_layers(model)
+        ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
+        expected = [n for n, _ in layers if is_own_layer(n, cfg.routing, slices, fused)]
+        if not layers or ours != expected:
+            raise DataError(
+                f"{peft_dir}: LoRA layers did not load as routing={cfg.routing}, fused_qkv={cfg.fused_qkv}"
+            )
+        if (peft_dir / EXTRA_FILE).is_file():
+            load_tensors(model, peft_dir / EXTRA_FILE)
+        return model
+
+
+METHOD = LoraMethod()
