@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # dvc.yaml's commands (`vlpeft ...`) run in a shell: the venv's console scripts must be on its PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup system run test lint format bench clean
+.PHONY: setup system run test lint format bench clean image image-local
 
 setup: system $(STAMP)
 
@@ -59,6 +59,25 @@ format: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+# The container image (Dockerfile) for users who can reach a container registry: docker or podman, whichever
+# is installed (ENGINE=podman to choose). CoreNLP for SPICE only with a checksum: CORENLP_SHA256=<sum of
+# stanford-corenlp-full-2015-12-09.zip> (none could be obtained where this was written; see README).
+IMAGE ?= vlpeft:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
+CORENLP_SHA256 ?=
+WITH_SPICE ?= $(if $(CORENLP_SHA256),1,0)
+DOCKER_BUILD_ARGS ?=
+image:
+	@[ "$(WITH_SPICE)" = 1 ] || echo "note: building without the CoreNLP jars (SPICE -> null); set CORENLP_SHA256 to include them"
+	$(ENGINE) build -t $(IMAGE) --build-arg WITH_SPICE=$(WITH_SPICE) --build-arg CORENLP_SHA256=$(CORENLP_SHA256) \
+	  $(DOCKER_BUILD_ARGS) .
+
+# The same Dockerfile built and run on a machine without registry access (root; Debian's docker.io, a
+# debootstrap base, an offline wheelhouse), then stages run in it through kfp.local.DockerRunner. Not in
+# `make test` (about half an hour on 2 busy cores, ~9 GB scratch): see README, "Container image".
+image-local: setup
+	PYTHON=$(abspath $(BIN))/python scripts/image/build-local.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
