@@ -147,23 +147,34 @@ class VLModel(nn.Module):
             visual = self.projection(visual.to(self.projection.weight.dtype))
         return visual.to(dtype)
 
-    def routing_context(self, x_v: torch.Tensor | None) -> contextlib.AbstractContextManager:
-        """``visual_context(x_v)`` when routed layers exist, else a no-op."""
-        if self.peft_cfg.routing == "none" or x_v is None:
-            return contextlib.nullcontext()
-        from vlpeft.tuners import visual_context
+    def routing_context(
+        self, x_v: torch.Tensor | None, task: str | None = None
+    ) -> contextlib.AbstractContextManager:
+        """``visual_context(x_v)`` when routed layers exist, and ``task_context(task)`` when a task is given
+        (multi-task batches); a no-op otherwise."""
+        from vlpeft.tuners import task_context, visual_context
 
-        return visual_context(x_v)
+        stack = contextlib.ExitStack()
+        if self.peft_cfg.routing != "none" and x_v is not None:
+            stack.enter_context(visual_context(x_v))
+        if task is not None:
+            stack.enter_context(task_context(task))
+        return stack
 
     def generate_from_embeds(
-        self, embeds: torch.Tensor, mask: torch.Tensor, x_v: torch.Tensor | None, **kwargs: Any
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        x_v: torch.Tensor | None,
+        task: str | None = None,
+        **kwargs: Any,
     ) -> Any:
         """Deterministic HF ``generate`` from input embeddings inside the routing context, with scores.
 
         ``kwargs`` go to ``generate`` (``max_new_tokens``, ``num_beams``, ``length_penalty``, ...); the
         model's ``eos_id`` stops generation and its tokenizer's pad id pads finished beams.
         """
-        with self.routing_context(x_v):
+        with self.routing_context(x_v, task):
             return self.hf.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,

@@ -15,6 +15,14 @@ generic ``projection: linear`` (VL-Adapter: ``Linear + LayerNorm`` on 2048-d CLI
 VL-Adapter's LoRA runs also trained every bias; here the trainable set is exactly what ``peft`` selects
 (LoRA/adapters + LayerNorms with ``peft.train_layernorm``). VQA answers are generated with the VQA prefix
 (``answer``), never classified.
+
+Routing in this family: every routed bottleneck of the encoder **and** the decoder (LoRA on ``q_proj`` /
+``v_proj`` of self- and cross-attention, adapters after ``out_proj`` / ``fc2``) routes with the same visual
+input ``X_v``: the projected visual features at the LM width, i.e. the pooled vector (m = 1) with
+``model.visual_features: pooled`` or all visual tokens (the Gram form) with ``tokens``; the decoder reads it
+from the context too (it never sees the visual tokens otherwise). Multi-task batches also set the batch's task
+(``task=...``) as the PEFT layers' task context; NLVR2 is decided by ``score_choices`` (``true`` vs ``false``
+logits) rather than by generation.
 """
 
 from __future__ import annotations
@@ -48,6 +56,33 @@ def pack_visual(
     return out, joint.to(mask.dtype)
 
 
+def sequence_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reduction: str = "token",
+    sample_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Token cross-entropy of ``logits`` (B, L, V) on ``labels`` (B, L; -100 = not supervised).
+
+    ``token``: mean over all supervised tokens. ``sample``: per-sample mean over its supervised tokens, times
+    ``sample_weights`` (B,) if given, then the mean over samples.
+    """
+    if reduction not in ("token", "sample"):
+        raise ValueError(f"loss reduction {reduction!r}: expected token or sample")
+    if reduction == "token" and sample_weights is not None:
+        raise ValueError("sample_weights need reduction='sample'")
+    per_token = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )  # (B, L), 0 where ignored
+    supervised = (labels != -100).to(per_token.dtype)
+    if reduction == "token":
+        return per_token.sum() / supervised.sum().clamp(min=1)
+    per_sample = per_token.sum(dim=1) / supervised.sum(dim=1).clamp(min=1)
+    if sample_weights is not None:
+        per_sample = per_sample * sample_weights.to(per_sample.dtype)
+    return per_sample.mean()
+
+
 class GenerativeVL(VLModel):
     """Encoder-decoder VL model: VQA answers and captions as generated text (see the module docstring)."""
 
@@ -75,8 +110,17 @@ class GenerativeVL(VLModel):
         visual: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        task: str | None = None,
+        loss_reduction: str = "token",
+        sample_weights: torch.Tensor | None = None,
     ) -> VLOutput:
-        """Decoder logits (B, L, V) for teacher forcing on ``labels`` (B, L); ``loss`` = mean token CE."""
+        """Decoder logits (B, L, V) for teacher forcing on ``labels`` (B, L), and the loss.
+
+        ``loss_reduction``: ``token`` = mean CE over every supervised token of the batch (captions);
+        ``sample`` = each sample's mean token CE, times ``sample_weights`` (B,) when given (VQA: the soft
+        score of the sampled answer), then the batch mean (VL-Adapter's VQA/GQA/NLVR2 losses). ``task``
+        is set as the task context of the PEFT layers for this forward.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x_v = self.encode_visual(visual, pixel_values)
@@ -85,9 +129,41 @@ class GenerativeVL(VLModel):
         if labels is not None:
             labels = labels.contiguous()  # HF's loss uses .view on the labels
             self.check_length(labels.shape[1], "target")
-        with self.routing_context(x_v):
+        with self.routing_context(x_v, task):
             out = self.hf(inputs_embeds=embeds, attention_mask=mask, labels=labels)
-        return VLOutput(loss=out.loss, logits=out.logits)
+        loss = out.loss
+        if labels is not None and loss_reduction != "token":
+            loss = sequence_loss(out.logits, labels, loss_reduction, sample_weights)
+        elif sample_weights is not None:
+            raise ValueError("sample_weights need loss_reduction='sample'")
+        return VLOutput(loss=loss, logits=out.logits)
+
+    @torch.no_grad()
+    def score_choices(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        choices: tuple[str, ...],
+        visual: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        task: str | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, len(choices)) of each choice's first token at the first decoder position.
+
+        NLVR2 is decided this way (``true`` vs ``false``), not by generation, as VL-Adapter does. Our targets
+        carry no BOS, so the first decoder position (after the decoder start token) predicts the first target
+        token; VL-Adapter's targets start with BOS, so it reads position 1 after ``[</s>, <s>]``.
+        """
+        ids = [self.token_ids(c)[:1] for c in choices]
+        if any(not i for i in ids):
+            raise ValueError(f"choices {choices}: each must have at least one token")
+        x_v = self.encode_visual(visual, pixel_values)
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
+        start = int(self.hf.config.decoder_start_token_id)
+        decoder_ids = torch.full((embeds.shape[0], 1), start, dtype=torch.long, device=embeds.device)
+        with self.routing_context(x_v, task):
+            logits = self.hf(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        return logits[:, 0, [i[0] for i in ids]]
 
     @torch.no_grad()
     def generate_ids(
@@ -119,6 +195,7 @@ class GenerativeVL(VLModel):
             embeds,
             mask,
             x_v,
+            task,
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
             length_penalty=length_penalty,

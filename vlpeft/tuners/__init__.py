@@ -59,7 +59,10 @@ _LAZY = {
     "save_peft": "vlpeft.tuners.api",
     "trainable_names": "vlpeft.tuners.trainable",
     "checkpoint_kwargs": "vlpeft.tuners.context",
+    "current_task": "vlpeft.tuners.context",
     "current_visual": "vlpeft.tuners.context",
+    "require_task": "vlpeft.tuners.context",
+    "task_context": "vlpeft.tuners.context",
     "visual_context": "vlpeft.tuners.context",
 }
 
