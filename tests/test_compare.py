@@ -1,61 +1,89 @@
-"""The pipeline's side-by-side summary: gains computed from official metrics, table and CLI."""
+"""The final comparison: mean ± std over seeds, paired gains, headline files, the report CLI."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from vlpeft.cli import main
-from vlpeft.eval.compare import summarize, to_markdown
+from vlpeft.eval.compare import headline_metrics, summarize, to_markdown
 
-VQA = {
-    "best": {"overall": 66.5, "perAnswerType": {"yes/no": 62.0, "number": 76.0, "other": 65.1}},
-    "norouting": {"overall": 63.75, "perAnswerType": {"yes/no": 56.0, "number": 75.0, "other": 64.0}},
-    "blind": {"overall": 43.0, "perAnswerType": {"yes/no": 59.0, "number": 49.0, "other": 31.0}},
+
+def _vqa(overall, yes_no=60.0):
+    return {"overall": overall, "yes/no": yes_no, "number": 70.0, "other": 65.0}
+
+
+VQA = {  # variant -> seed -> headline metrics
+    "best": {0: _vqa(66.0), 1: _vqa(68.0), 2: _vqa(67.0)},
+    "norouting": {0: _vqa(64.0), 1: _vqa(67.0), 2: _vqa(64.0)},
+    "blind": {0: _vqa(43.0), 1: _vqa(44.0), 2: _vqa(45.0)},
 }
-CAPTION = {
-    "best": {"Bleu_4": 0.45, "METEOR": 0.3, "ROUGE_L": 0.6, "CIDEr": 1.405, "SPICE": None},
-    "blind": {"Bleu_4": 0.41, "METEOR": 0.25, "ROUGE_L": 0.5, "CIDEr": 0.701, "SPICE": None},
-}
 
 
-def test_vqa_gains_and_rows():
-    s = summarize("vqa", VQA, {"best": {"routing": "mul", "rank": 8}})
-    assert s["image_gain"] == 23.5 and s["routing_gain"] == 2.75
-    assert s["rows"]["best"] == {
-        "routing": "mul",
-        "rank": 8,
+def test_headline_metrics_are_flat():
+    official = {"overall": 66.5, "perAnswerType": {"yes/no": 62.0, "number": 76.0, "other": 65.1},
+                "perQuestionType": {"how many": 70.0}}  # fmt: skip
+    assert headline_metrics("vqa", official) == {
         "overall": 66.5,
         "yes/no": 62.0,
         "number": 76.0,
         "other": 65.1,
     }
+    caption = {"Bleu_1": 0.7, "Bleu_4": 0.45, "METEOR": 0.3, "ROUGE_L": 0.6, "CIDEr": 1.40512, "SPICE": None,
+               "SPICE_note": "SPICE unavailable: /some/machine/path"}  # fmt: skip
+    assert headline_metrics("caption", caption) == {
+        "Bleu_4": 45.0, "METEOR": 30.0, "ROUGE_L": 60.0, "CIDEr": 140.51, "SPICE": None,
+    }  # fmt: skip
+
+
+def test_mean_std_and_paired_gains():
+    s = summarize("vqa", VQA, {"best": {"routing": "mul", "rank": 8}})
+    best = s["rows"]["best"]
+    assert best["seeds"] == [0, 1, 2] and best["routing"] == "mul"
+    assert best["scores"]["overall"] == {"mean": 67.0, "std": 1.0, "n": 3}
+    # image gain per seed 23, 24, 22; routing gain per seed 2, 1, 3 (paired, not a difference of means' stds)
+    assert (s["image_gain"]["mean"], s["image_gain"]["std"]) == (23.0, 1.0)
+    assert (s["routing_gain"]["mean"], s["routing_gain"]["std"]) == (2.0, 1.0)
     md = to_markdown(s)
-    assert "| best | mul | 8 | 66.50 | 62.00 | 76.00 | 65.10 |" in md
-    assert "+23.50" in md and "+2.75" in md
+    assert "mean ± std over 3 seeds" in md
+    assert "| best | mul | 8 | 0,1,2 | 67.00 ± 1.00 |" in md
+    assert "**+2.00** ± 1.00 (std of 3 paired seeds)" in md
 
 
-def test_caption_scores_are_x100_and_missing_variant_has_no_gain():
-    s = summarize("caption", CAPTION)
-    assert s["rows"]["best"]["CIDEr"] == 140.5 and s["rows"]["best"]["SPICE"] is None
-    assert s["image_gain"] == 70.4
-    assert "routing_gain" not in s  # no norouting run
-    assert "n/a" in to_markdown(s)
+def test_one_seed_and_missing_variant():
+    caption = {"best": {0: {"CIDEr": 140.5, "SPICE": None}}, "blind": {0: {"CIDEr": 70.1, "SPICE": None}}}
+    s = summarize("caption", caption)
+    assert s["image_gain"] == {"mean": 70.4, "std": None, "n": 1, "of": "best - blind"}
+    assert "routing_gain" not in s and s["rows"]["best"]["scores"]["SPICE"] is None
+    md = to_markdown(s)
+    assert "one seed" in md and "| 140.50 | n/a |" in md and "**+70.40** (one seed)" in md
+
+
+def test_gains_pair_only_shared_seeds():
+    runs = {"best": {0: _vqa(60.0), 1: _vqa(70.0)}, "blind": {1: _vqa(50.0)}}
+    assert summarize("vqa", runs)["image_gain"]["mean"] == pytest.approx(20.0)
 
 
 def test_report_cli(tmp_path):
-    metrics = tmp_path / "metrics"
+    metrics, runs = tmp_path / "metrics", tmp_path / "train"
     metrics.mkdir()
-    for name, m in VQA.items():
-        (metrics / f"vqa-{name}.json").write_text(json.dumps(m))
+    (metrics / "pretrain.json").write_text(json.dumps({"vit_bitwise_acc": 0.95}))  # not a final run: ignored
+    for variant, by_seed in VQA.items():
+        for seed, m in by_seed.items():
+            (metrics / f"vqa-{variant}-{seed}.json").write_text(json.dumps(m))
+    (runs / "vqa-best-0").mkdir(parents=True)
+    (runs / "vqa-best-0" / "metrics.json").write_text(json.dumps({"model": {"routing": "mul", "rank": 8}}))
     out_json, out_md, plot = tmp_path / "s.json", tmp_path / "s.md", tmp_path / "s.png"
-    args = ["report", "--metrics", str(metrics), "--out-json", str(out_json), "--out-md", str(out_md)]
-    assert main([*args, "--plot", str(plot)]) == 0
-    assert json.loads(out_json.read_text())["vqa"]["image_gain"] == 23.5
+    args = ["report", "--metrics", str(metrics), "--runs", str(runs), "--out-json", str(out_json)]
+    assert main([*args, "--out-md", str(out_md), "--plot", str(plot)]) == 0
+    summary = json.loads(out_json.read_text())
+    assert summary["vqa"]["routing_gain"]["mean"] == 2.0 and summary["vqa"]["rows"]["best"]["rank"] == 8
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "routing gain" in out_md.read_text()
 
 
 def test_report_cli_no_metrics_is_exit_2(tmp_path, capsys):
     assert main(["report", "--metrics", str(tmp_path), "--out-json", str(tmp_path / "s.json")]) == 2
-    assert "no <task>-<variant>.json" in capsys.readouterr().err
+    assert "no <task>-<variant>-<seed>.json" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()

@@ -7,12 +7,21 @@ the allowed values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from vlpeft.errors import ConfigError
 from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
@@ -392,6 +401,17 @@ class RegistryConfig(Section):
 # --------------------------------------------------------------------------------------------- root
 
 
+# The final variants every task trains (params.yaml ``variants:``): overrides applied after the sweep's best
+# values. ``task.`` stands for the trained task's own section (``vqa`` or ``caption``).
+TASK_SECTION = "task"
+DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
+    "best": {},
+    "norouting": {"task.peft.routing": "none"},
+    "blind": {"task.peft.routing": "none", "model.visual_prefix": False},
+}
+VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -407,6 +427,32 @@ class Params(Section):
     sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_VARIANTS.items()},
+        description="final variants: name -> {dotted.key: value} applied over the sweep's best values "
+        "(task.<key> = the trained task's section); see vlpeft.variants",
+    )
+    seeds: list[int] = Field(
+        [0], min_length=1, description="training seeds of the final variants (<task>.seed of each run)"
+    )
+
+    @model_validator(mode="after")
+    def _check_variants(self, info: ValidationInfo) -> Params:
+        if info.context and info.context.get("resolving"):
+            return self  # a resolved variant: its table was checked when the params were loaded
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct (got {self.seeds})")
+        for name, overrides in self.variants.items():
+            if not VARIANT_NAME.match(name):
+                raise ValueError(
+                    f"variant name {name!r}: use lowercase letters, digits and _ (it names paths)"
+                )
+            for key in overrides:
+                check_override_key(key, f"variants.{name}")
+        from vlpeft.variants import check_variants
+
+        check_variants(self)
+        return self
 
     def task(self, task: str) -> TrainConfig:
         """The training section of one task (``vlpeft.tasks``; an unknown name is a ``ConfigError``)."""
@@ -462,13 +508,51 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
             section = field.annotation if field else None
         allowed = sorted(section.model_fields) if hasattr(section, "model_fields") else []
         return f"{loc}: unknown key (allowed: {', '.join(allowed)})"
+    if error["type"] == "value_error":  # our own validators: the message already names key and value
+        msg = error["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg
     return f"{loc}: {error['msg']} (got {error.get('input')!r})"
 
 
-def params_from_dict(data: dict[str, Any], source: str = "params") -> Params:
-    """Validate a raw dict into ``Params``; errors name ``source`` and the key."""
+def check_override_key(key: str, where: str) -> None:
+    """Refuse a dotted override key (``model.visual_prefix``, ``task.peft.routing``) that names no parameter.
+
+    ``task.`` must name a key of every task section. Raises ``ValueError`` naming ``where`` and the choices.
+    """
+    full = key.split(".")
+    parts, offset = full, 0
+    roots: list[type[BaseModel]] = [Params]
+    if full[0] == TASK_SECTION:
+        from vlpeft.tasks import TASKS
+
+        sections = [Params.model_fields[spec.section].annotation for spec in TASKS.values()]
+        roots = [s for s in sections if isinstance(s, type)] if len(full) > 1 else []
+        parts, offset = full[1:], 1
+    elif parts[0] in ("variants", "seeds"):
+        raise ValueError(f"{where}: {key!r}: a variant cannot change the variant table or the seeds")
+    if not roots or not parts:
+        raise ValueError(f"{where}: {key!r}: expected a dotted key such as task.peft.routing")
+    for root in roots:
+        section: Any = root
+        for i, part in enumerate(parts):
+            fields = (
+                section.model_fields if isinstance(section, type) and issubclass(section, BaseModel) else {}
+            )
+            if part not in fields:
+                allowed = ", ".join(sorted(fields)) or "none: it is a value, not a section"
+                at = ".".join(full[: offset + i]) or "the top level"
+                raise ValueError(f"{where}: {key!r}: {at} has no key {part!r} (allowed: {allowed})")
+            section = fields[part].annotation
+
+
+def params_from_dict(data: dict[str, Any], source: str = "params", *, resolving: bool = False) -> Params:
+    """Validate a raw dict into ``Params``; errors name ``source`` and the key.
+
+    ``resolving`` marks an already checked parameter set with one variant applied (``vlpeft.variants``): its
+    variant table is not checked again.
+    """
     try:
-        return Params.model_validate(data)
+        return Params.model_validate(data, context={"resolving": resolving})
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

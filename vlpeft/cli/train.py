@@ -24,26 +24,56 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from out/last after a crash")] = False,
     no_test: Annotated[bool, typer.Option("--no-test", help="skip the test-split evaluation")] = False,
+    variant: Annotated[
+        str | None, typer.Option(help="a final variant of params' variants table (best, norouting, blind)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="training seed (<task>.seed), e.g. one of params' seeds")
+    ] = None,
+    sweep_best: Annotated[
+        Path | None, typer.Option(help="the sweep's best_params.json, merged before the variant's overrides")
+    ] = None,
+    headline: Annotated[
+        Path | None, typer.Option("--metrics", help="also write the flat headline test metrics here (DVC)")
+    ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
 ) -> None:
     """Train a VQA or caption model: validation each epoch, checkpoints, test evaluation (torchrun-ready)."""
     import json
 
+    from vlpeft.errors import ConfigError
     from vlpeft.train.run import train_task
 
     task = task_name.value  # a name of the task table
+    if headline is not None and no_test:
+        raise ConfigError("--metrics: the headline metrics are test metrics: drop --no-test")
     cfg = load(params, sets)
-    with _tracker(cfg, task) as tracker:
+    if variant is not None or seed is not None or sweep_best is not None:
+        from vlpeft.sweep.best import load_best_params
+        from vlpeft.variants import resolve_variant
+
+        best = load_best_params(sweep_best) if sweep_best is not None else None
+        cfg = resolve_variant(cfg, task, variant, seed, best)
+    tags = {"task": task, "seed": str(cfg.task(task).seed), **({"variant": variant} if variant else {})}
+    with _tracker(cfg, task, tags) as tracker:
         result = train_task(
-            cfg, task, data, features, out, tracker=tracker, resume=resume, evaluate_test=not no_test
+            cfg,
+            task,
+            data,
+            features,
+            out,
+            tracker=tracker,
+            resume=resume,
+            evaluate_test=not no_test,
+            headline_out=headline,
         )
     if result:
         keys = [k for k in result if k.startswith("test.") and k.count(".") == 1] + ["val.best"]
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
 
 
-def _tracker(cfg, task: str):
+def _tracker(cfg, task: str, tags: dict[str, str]):
     """The stage's tracker; under torchrun only rank 0 tracks (the others get a NullTracker)."""
     import os
 
@@ -52,7 +82,7 @@ def _tracker(cfg, task: str):
 
     if int(os.environ.get("RANK", "0")) != 0:
         return NullTracker()
-    return open_tracker(cfg, f"train@{task}", tags={"task": task})
+    return open_tracker(cfg, f"train@{task}", tags=tags)
 
 
 @app.command("predict")

@@ -45,12 +45,15 @@ def train_task(
     *,
     evaluate_test: bool = True,
     progress: bool = True,
+    headline_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` (a name of ``vlpeft.tasks.TASKS``) with its params section; see the module docstring.
 
     Validation runs each epoch and ``report(epoch, val_metric)`` follows it (exceptions propagate). After
     training, the test split is scored with the ``test_checkpoint`` model (reloaded from disk) unless
-    ``evaluate_test`` is False. Under ``torchrun`` every rank trains and only rank 0 writes and evaluates.
+    ``evaluate_test`` is False; ``headline_out`` also gets the flat headline test figures
+    (``vlpeft.eval.compare.headline_metrics``: what DVC declares as metrics; the breakdowns stay in
+    ``metrics.json``). Under ``torchrun`` every rank trains and only rank 0 writes and evaluates.
     Returns the metrics flattened to dotted keys (``test.overall``, ``val.best``, ...); ``{}`` on other ranks.
     """
     import torch
@@ -66,8 +69,12 @@ def train_task(
     ctx = init_distributed()
     device = device_for(ctx)
     if ctx.is_main:  # outputs of an earlier run must not outlive a failure of this one
-        for name in (METRICS, PREDICTIONS):
-            (out_dir / name).unlink(missing_ok=True)
+        for path in (
+            out_dir / METRICS,
+            out_dir / PREDICTIONS,
+            *([Path(headline_out)] if headline_out else []),
+        ):
+            path.unlink(missing_ok=True)
     binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
     model = binding.model
 
@@ -124,6 +131,7 @@ def train_task(
             "routing": cfg.peft.routing,
             "rank": cfg.peft.rank if get_method(cfg.peft.method).ranked else None,
             "visual_prefix": params.model.visual_prefix,
+            "seed": cfg.seed,
         },
     }
     if evaluate_test:
@@ -133,6 +141,10 @@ def train_task(
             metrics["test"] = binding.test(test_model, out_dir)
         metrics["test_checkpoint"] = cfg.test_checkpoint
     write_json(out_dir / METRICS, metrics)
+    if headline_out is not None and "test" in metrics:
+        from vlpeft.eval.compare import headline_metrics
+
+        write_json(headline_out, headline_metrics(task, metrics["test"]))
     flat = flatten(metrics)
     if tracker is not None:
         tracker.log_metrics({k: float(v) for k, v in flat.items() if _is_number(v)})
