@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
-from vlpeft.cli.common import ParamsOption, SetOption, load, stage_run
+from vlpeft.cli.common import ParamsOption, SetOption, load
 
 data_app = typer.Typer(help="Datasets: the synthetic world, real COCO/VQAv2 download and preparation.")
 app.add_typer(data_app, name="data")
@@ -29,12 +29,9 @@ def synth(
     seed: Annotated[int | None, typer.Option(help="world seed (default: params seed)")] = None,
 ) -> None:
     """Generate the synthetic world (images, Karpathy split, COCO captions, VQAv2 files, text corpus)."""
-    from vlpeft.data.synth import generate_world
+    from vlpeft import stages
 
-    cfg = load(params, sets)
-    with stage_run(cfg, "data") as log:
-        world = generate_world(cfg.world, out, seed=cfg.seed if seed is None else seed)
-        log({"counts": world["counts"], "seconds": world["seconds"]}, out / "world.json")
+    world = stages.synth(load(params, sets), out=out, seed=seed)
     counts = world["counts"]
     typer.echo(
         f"wrote {out}: images {counts['images']}, questions {counts['questions']}, "

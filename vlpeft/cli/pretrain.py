@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
-from vlpeft.cli.common import ParamsOption, SetOption, load, stage_run
+from vlpeft.cli.common import ParamsOption, SetOption, load
 
 
 @app.command("pretrain")
@@ -30,12 +30,10 @@ def pretrain(
     sets: SetOption = None,
 ) -> None:
     """Pre-train the tiny unimodal backbones of the embedded world and save them in Hugging Face format."""
-    from vlpeft.pretrain import PARTS, pretrain_backbones
+    from vlpeft import stages
+    from vlpeft.pretrain import PARTS
 
-    cfg = load(params, sets)
-    with stage_run(cfg, "pretrain") as log:
-        result = pretrain_backbones(cfg, data, out, metrics, parts=only or PARTS)
-        log(result, *((metrics,) if metrics else ()))
+    result = stages.pretrain(load(params, sets), data=data, out=out, metrics=metrics, parts=only)
     seconds = result["seconds"]
     if "vit" in result:
         v = result["vit"]
@@ -76,30 +74,10 @@ def features(
     sets: SetOption = None,
 ) -> None:
     """Run the frozen vision encoder once over every image of every split and write the feature store."""
-    import torch
+    from vlpeft import stages
 
-    from vlpeft.data.features import extract_features
-    from vlpeft.data.images import image_table
-    from vlpeft.models.vision import VisionEncoder
-
-    cfg = load(params, sets)
-    fc = cfg.features
-    name = encoder or cfg.model.vision
-    enc = VisionEncoder.from_pretrained(name, pooling=fc.pooling)
-    enc.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    with stage_run(cfg, "features") as log:
-        meta = extract_features(
-            enc,
-            image_table(data),
-            out,
-            kind=fc.kind,
-            dtype=fc.dtype,
-            batch_size=fc.batch_size,
-            shard_size=fc.shard_size,
-            extra_provenance={"data_root": str(data)},
-        )
-        typer.echo(
-            f"wrote {out}: {meta['n_images']} images, {'+'.join(meta['kinds'])} features, "
-            f"width {meta['width']}, {meta['dtype']}, {len(meta['shards'])} shard(s)"
-        )
-        log({"images": meta["n_images"], "width": meta["width"]}, out / "index.json")
+    meta = stages.features(load(params, sets), data=data, out=out, encoder=encoder)
+    typer.echo(
+        f"wrote {out}: {meta['n_images']} images, {'+'.join(meta['kinds'])} features, "
+        f"width {meta['width']}, {meta['dtype']}, {len(meta['shards'])} shard(s)"
+    )

@@ -15,7 +15,7 @@ import typer
 
 from vlpeft.cli import app
 from vlpeft.cli.common import ParamsOption, SetOption, load
-from vlpeft.tasks import TaskName, get_task
+from vlpeft.tasks import TaskName
 
 registry_app = typer.Typer(
     name="registry", help="Review and promote registered models (MLflow registry).", no_args_is_help=True
@@ -37,32 +37,16 @@ def register(
     sets: SetOption = None,
 ) -> None:
     """Register a trained model as a pyfunc with its metrics, method, routing, rank, data and code version."""
-    from vlpeft.io import read_json, write_json
+    from vlpeft import stages
 
     task = task_name.value
     cfg = load(params, sets)
-    name = name or getattr(cfg.registry, get_task(task).registry_field)
-    if not cfg.tracking.enabled:
-        typer.echo(f"tracking.enabled is false: {name} not registered")
-        if out:
-            write_json(out, {"name": name, "registered": False})
+    record = stages.register(cfg, task, model=model, metrics=metrics, history=history, out=out, name=name)
+    if not record["registered"]:
+        typer.echo(f"tracking.enabled is false: {record['name']} not registered")
         return
-    from vlpeft.tracking.packaging import read_meta
-    from vlpeft.tracking.registry import read_history, register_model
-
-    read_meta(model)  # a wrong --model is a one-line error before anything is logged
-    result = register_model(
-        task,
-        model,
-        read_json(metrics, "metrics file"),
-        name,
-        experiment=cfg.tracking.experiment,
-        history=read_history(history) if history else None,
-    )
-    typer.echo(f"registered {result.name} version {result.version} (aliases: {', '.join(result.aliases)})")
-    if out:
-        record = {"name": result.name, "version": result.version, "aliases": result.aliases}
-        write_json(out, {**record, "run_id": result.run_id, "source": result.source, "registered": True})
+    aliases = ", ".join(record["aliases"])
+    typer.echo(f"registered {record['name']} version {record['version']} (aliases: {aliases})")
 
 
 @registry_app.command("review")
@@ -80,16 +64,11 @@ def review(
     sets: SetOption = None,
 ) -> None:
     """Write an HTML report and a Markdown summary: challenger beside champion."""
-    from vlpeft.tracking.report import verdict, write_review
-    from vlpeft.tracking.review import gather_review
+    from vlpeft import stages
 
-    cfg = load(params, sets)
-    root = data if data is not None else Path(cfg.data.root) / cfg.data.source
-    n = cfg.registry.review_samples if samples is None else samples
-    result = gather_review(model, data_root=root if root.exists() and n > 0 else None, split=split, samples=n)
-    paths = write_review(result, out)
-    typer.echo(verdict(result))
-    typer.echo(f"wrote {paths['html']} and {paths['markdown']}")
+    result = stages.review(load(params, sets), model, out=out, data=data, split=split, samples=samples)
+    typer.echo(result["verdict"])
+    typer.echo(f"wrote {result['html']} and {result['markdown']}")
 
 
 @registry_app.command("promote")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
-from vlpeft.errors import DataError
 
 
 @app.command()
@@ -28,16 +27,7 @@ def report(
     ] = None,
 ) -> None:
     """Summarize each task's variants (best, norouting, blind): mean ± std over seeds, image/routing gains."""
-    from vlpeft.eval.compare import read_runs, summarize, to_markdown, write_plot
-    from vlpeft.io import write_json, write_text
+    from vlpeft import stages
 
-    runs, settings = read_runs(metrics_dir, runs_dir)
-    if not runs:
-        raise DataError(f"{metrics_dir}: no <task>-<variant>-<seed>.json metrics files found")
-    summaries = {task: summarize(task, runs[task], settings.get(task)) for task in runs}
-    write_json(out_json, summaries)
-    text = "# Results\n\n" + "\n".join(to_markdown(s) for s in summaries.values())
-    write_text(out_md, text)
-    if plot is not None:
-        write_plot(summaries, runs, plot)
-    typer.echo(text)
+    result = stages.summary(metrics_dir, out_json=out_json, out_md=out_md, plot=plot, runs_dir=runs_dir)
+    typer.echo(result["markdown"])

@@ -25,19 +25,12 @@ def sweep(
     sets: SetOption = None,
 ) -> None:
     """Find the best rank and routing type of a task; write best_params.json, table.md and plots to --out."""
+    from vlpeft import stages
+
     task = task_name.value  # a name of the task table
     cfg = load(params, sets)
-    from vlpeft.sweep.run import run_sweep
-
-    summary = run_sweep(
-        cfg,
-        task,
-        data,
-        features,
-        out,
-        n_trials=n_trials,
-        timeout=timeout,
-        workers=workers,  # type: ignore[arg-type]
+    summary = stages.sweep(
+        cfg, task, data=data, features=features, out=out, n_trials=n_trials, timeout=timeout, workers=workers
     )
     best = summary["best"]
     typer.echo(

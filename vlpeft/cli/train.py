@@ -42,47 +42,20 @@ def train(
     """Train a VQA or caption model: validation each epoch, checkpoints, test evaluation (torchrun-ready)."""
     import json
 
+    from vlpeft import stages
     from vlpeft.errors import ConfigError
-    from vlpeft.train.run import train_task
 
     task = task_name.value  # a name of the task table
     if headline is not None and no_test:
         raise ConfigError("--metrics: the headline metrics are test metrics: drop --no-test")
     cfg = load(params, sets)
-    if variant is not None or seed is not None or sweep_best is not None:
-        from vlpeft.sweep.best import load_best_params
-        from vlpeft.variants import resolve_variant
-
-        best = load_best_params(sweep_best) if sweep_best is not None else None
-        cfg = resolve_variant(cfg, task, variant, seed, best)
-    tags = {"task": task, "seed": str(cfg.task(task).seed), **({"variant": variant} if variant else {})}
-    with _tracker(cfg, task, tags) as tracker:
-        result = train_task(
-            cfg,
-            task,
-            data,
-            features,
-            out,
-            tracker=tracker,
-            resume=resume,
-            evaluate_test=not no_test,
-            headline_out=headline,
-        )
+    result = stages.train(
+        cfg, task, data=data, features=features, out=out, variant=variant, seed=seed, sweep_best=sweep_best,
+        headline=headline, resume=resume, evaluate_test=not no_test,
+    )  # fmt: skip
     if result:
         keys = [k for k in result if k.startswith("test.") and k.count(".") == 1] + ["val.best"]
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
-
-
-def _tracker(cfg, task: str, tags: dict[str, str]):
-    """The stage's tracker; under torchrun only rank 0 tracks (the others get a NullTracker)."""
-    import os
-
-    from vlpeft.tracking.base import NullTracker
-    from vlpeft.tracking.session import open_tracker
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return NullTracker()
-    return open_tracker(cfg, f"train@{task}", tags=tags)
 
 
 @app.command("predict")

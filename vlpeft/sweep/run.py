@@ -1,5 +1,9 @@
 """``run_sweep``: create the study, start and supervise worker processes, write the sweep's outputs.
 
+Three steps, also run apart (Kubeflow runs them as separate tasks): ``prepare_sweep`` (study, queue, MLflow
+parent run) -> workers (``supervise`` of local processes, or ``python -m vlpeft.sweep.worker`` anywhere)
+-> ``finish_sweep`` (best params, tables, plots, summary; closes the parent run).
+
 Order matters for safe parallelism: the storage schema, the study and its queue of trial slots (and the
 MLflow parent run) exist before any worker starts; workers only ever load them.
 """
@@ -11,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +144,29 @@ def _progress_printer(total: int) -> Any:
     return update
 
 
-def run_sweep(
+@dataclass
+class SweepSetup:
+    """What ``prepare_sweep`` made: the study's place, one spec per local worker, the MLflow parent run.
+
+    ``specs`` carry the real storage URL (with any password); ``spec_template()`` is the redacted spec that
+    may be written to files or handed to other machines (a Kubeflow sweep-worker task).
+    """
+
+    task: Task
+    study_name: str
+    storage_url: str
+    queued: int
+    out: Path
+    specs: list[WorkerSpec]
+    uri: str | None = None
+    parent: Any = None
+
+    def spec_template(self) -> WorkerSpec:
+        """The first worker's spec without the storage password (paths are the preparing machine's)."""
+        return dataclasses.replace(self.specs[0], storage=redact(self.storage_url))
+
+
+def prepare_sweep(
     params: Params,
     task: Task,
     data_root: str | Path,
@@ -150,16 +177,12 @@ def run_sweep(
     timeout: float | None = None,
     workers: int | None = None,
     train_fn: str = DEFAULT_TRAIN_FN,
-    poll_seconds: float = 0.5,
-    optuna_plots: bool = True,
-) -> dict[str, Any]:
-    """Run the sweep of ``task`` and write its outputs to ``out_dir``; return the summary.
+) -> SweepSetup:
+    """Sweep step 1: create the study and queue its trial slots, open (or join) the MLflow parent run.
 
-    ``train_fn`` (``"module:function"``) is the injected train function with the "Trainer" contract's
-    signature; ``n_trials`` / ``timeout`` / ``workers`` override ``params.sweep``. Outputs:
-    ``best_params.json``, ``table.md``, ``routing_rank.png``, ``optimization_history.png``,
-    ``param_importances.png`` (when drawable), ``intermediate_values.png``, ``trials.json``, ``trials.csv``,
-    ``summary.json``; worker specs and logs under ``workers/``. ``optuna_plots=False`` skips Optuna's plots.
+    ``n_trials`` / ``timeout`` / ``workers`` override ``params.sweep``. Workers started afterwards (local
+    processes, other nodes, Kubeflow tasks) only load the study. The parent run stays open until
+    ``finish_sweep``.
     """
     sweep = params.sweep
     get_task(task, what="--task")
@@ -178,12 +201,7 @@ def run_sweep(
     queued = prepare_study(storage, study_name, sweep, task, plan, study_direction(params, task))
     study = optuna.load_study(study_name=study_name, storage=storage)
 
-    # What workers, spec files and MLflow see: the params without the storage password.
-    shown = params.model_copy(
-        update={
-            "sweep": sweep.model_copy(update={"storage": redact(sweep.storage) if sweep.storage else None})
-        }
-    )
+    shown = _shown_params(params)
     parent, uri = None, None
     if params.tracking.enabled:
         from vlpeft.sweep.trial_tracking import open_parent_run
@@ -215,28 +233,124 @@ def run_sweep(
         )
         for i in range(n_workers)
     ]
-    progress = _progress_printer(len(study.get_trials(deepcopy=False)))
-    failed = True
+    return SweepSetup(task, study_name, storage_url, queued, out, specs, uri, parent)
+
+
+def _shown_params(params: Params) -> Params:
+    """What workers, spec files and MLflow see: the params without the storage password."""
+    sweep = params.sweep
+    return params.model_copy(
+        update={
+            "sweep": sweep.model_copy(update={"storage": redact(sweep.storage) if sweep.storage else None})
+        }
+    )
+
+
+def finish_sweep(
+    params: Params,
+    task: Task,
+    out_dir: str | Path,
+    *,
+    setup: SweepSetup | None = None,
+    exits: dict[str, Any] | None = None,
+    optuna_plots: bool = True,
+    failed: bool = False,
+) -> dict[str, Any]:
+    """Sweep step 3: write the outputs of the finished study, close the parent run; return the summary.
+
+    Without ``setup`` (another process prepared the study: a Kubeflow task), the study is loaded from
+    ``params.sweep`` (``$VLPEFT_SWEEP_STORAGE`` wins for the URL with its password) and its MLflow parent run
+    is joined by the id kept on the study. ``failed`` only closes the parent run as FAILED.
+    A study without any completed trial is a ``TrainingError`` naming the first failure.
+    """
+    out = Path(out_dir).resolve()
+    if setup is None:
+        setup = _rejoin(params, task, out)
+    storage = open_storage(setup.storage_url, params.sweep)
+    study = optuna.load_study(study_name=setup.study_name, storage=storage)
+    summary = None
     try:
-        exits = supervise(study, specs, out / "workers", sweep.max_retry, poll_seconds, progress)
-        summary = write_outputs(
-            study, params, task, out, storage_url, queued, exits, uri, parent, optuna_plots
-        )
-        failed = False
+        if not failed:
+            summary = write_outputs(
+                study, params, task, out, setup.storage_url, setup.queued,
+                exits or {"crashed": [], "respawns": 0}, setup.uri, setup.parent, optuna_plots,
+            )  # fmt: skip
     finally:
-        progress.close()
-        if parent is not None:
+        if setup.parent is not None:
             from vlpeft.sweep.trial_tracking import close_parent_run
 
-            close_parent_run(parent, failed=failed)
+            close_parent_run(setup.parent, failed=failed or summary is None)
+    if summary is None:
+        return {}
     if summary["best"] is None:
         reasons = [r["fail_reason"] for r in report_records(study) if r.get("fail_reason")]
         why = f"; first failure: {reasons[0]}" if reasons else ""
         logs = out / "workers"
         raise TrainingError(
-            f"sweep {study_name}: no trial completed ({summary['states']}){why} (logs: {logs})"
+            f"sweep {setup.study_name}: no trial completed ({summary['states']}){why} (logs: {logs})"
         )
     return summary
+
+
+def _rejoin(params: Params, task: Task, out: Path) -> SweepSetup:
+    """The setup of a study another process prepared: storage, study name, MLflow parent run."""
+    sweep = params.sweep
+    storage_url = os.environ.get(STORAGE_ENV) or resolve_storage(sweep.storage, out)
+    study_name = sweep.study_name or f"vlpeft-{task}"
+    parent, uri = None, None
+    if params.tracking.enabled:
+        from vlpeft.sweep.trial_tracking import PARENT_ATTR, JoinedRun
+        from vlpeft.tracking.preflight import check_tracking, tracking_uri
+
+        uri = check_tracking(tracking_uri())
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, sweep))
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        parent = JoinedRun(uri, str(run_id)) if run_id else None
+    return SweepSetup(task, study_name, storage_url, 0, out, [], uri, parent)
+
+
+def run_sweep(
+    params: Params,
+    task: Task,
+    data_root: str | Path,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int | None = None,
+    train_fn: str = DEFAULT_TRAIN_FN,
+    poll_seconds: float = 0.5,
+    optuna_plots: bool = True,
+) -> dict[str, Any]:
+    """Run the sweep of ``task`` on this machine and write its outputs to ``out_dir``; return the summary.
+
+    The three steps Kubeflow runs as separate tasks: ``prepare_sweep`` -> local worker processes
+    (``supervise``) -> ``finish_sweep``. ``train_fn`` (``"module:function"``) is the injected train function
+    with the "Trainer" contract's signature; ``n_trials`` / ``timeout`` / ``workers`` override
+    ``params.sweep``. Outputs: ``best_params.json``, ``table.md``, ``routing_rank.png``,
+    ``optimization_history.png``, ``param_importances.png`` (when drawable), ``intermediate_values.png``,
+    ``trials.json``, ``trials.csv``, ``summary.json``; worker specs and logs under ``workers/``.
+    ``optuna_plots=False`` skips Optuna's plots.
+    """
+    setup = prepare_sweep(
+        params, task, data_root, features_dir, out_dir,
+        n_trials=n_trials, timeout=timeout, workers=workers, train_fn=train_fn,
+    )  # fmt: skip
+    study = optuna.load_study(
+        study_name=setup.study_name, storage=open_storage(setup.storage_url, params.sweep)
+    )
+    progress = _progress_printer(len(study.get_trials(deepcopy=False)))
+    try:
+        exits = supervise(
+            study, setup.specs, setup.out / "workers", params.sweep.max_retry, poll_seconds, progress
+        )
+    except BaseException:
+        finish_sweep(params, task, setup.out, setup=setup, failed=True)
+        raise
+    finally:
+        progress.close()
+    return finish_sweep(params, task, setup.out, setup=setup, exits=exits, optuna_plots=optuna_plots)
 
 
 def report_records(study: optuna.Study) -> list[dict[str, Any]]:

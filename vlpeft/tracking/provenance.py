@@ -1,4 +1,8 @@
-"""Where a run's code and data came from: git commit (+ dirty flag) and DVC hashes read from ``dvc.lock``.
+"""Where a run's code and data came from: git commit (+ dirty flag) and a provenance source for the data.
+
+Two sources, chosen from the environment (``provenance_source``): under DVC (or by hand in a checkout) the
+hashes read from ``dvc.lock``; inside a Kubeflow task (``$VLPEFT_KFP_RUN_ID`` set by our components) the KFP
+run id, task name, image tag and input artifact URIs, since a pod has no ``dvc.lock``.
 
 Everything here is best-effort and never raises for a missing git checkout or lock file: provenance is a
 label on a run, not a precondition for running.
@@ -7,6 +11,7 @@ label on a run, not a precondition for running.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -121,9 +126,134 @@ def data_version(stage: str, lock_path: str | Path = "dvc.lock") -> str:
     return hashlib.md5(text.encode()).hexdigest()[:16]
 
 
+# What a Kubeflow component tells the stage about its task (set by components/_base.py before the stage runs).
+KFP_RUN_ENV = "VLPEFT_KFP_RUN_ID"
+KFP_TASK_ENV = "VLPEFT_KFP_TASK"
+IMAGE_ENV = "VLPEFT_IMAGE"
+KFP_INPUTS_ENV = "VLPEFT_KFP_INPUTS"  # JSON {input name: artifact URI}
+KFP_OUTPUTS_ENV = "VLPEFT_KFP_OUTPUTS"  # JSON {output name: artifact URI}
+DATA_INPUTS = ("data", "features", "models")  # the inputs whose artifacts make a data version
+
+
+def _digest(items: dict[str, str]) -> str:
+    text = "\n".join(f"{p} {h}" for p, h in sorted(items.items()))
+    return hashlib.md5(text.encode()).hexdigest()[:16]
+
+
+class DvcProvenance:
+    """Data provenance from ``dvc.lock`` in the project root (``dvc repro``, or a stage run by hand)."""
+
+    name = "dvc"
+
+    def __init__(self, root: str | Path) -> None:
+        self.lock = Path(root) / "dvc.lock"
+
+    def run_tags(self, stage: str | None) -> dict[str, str]:
+        """``dvc_stage`` (under DVC) and ``dvc_data_hash`` of the stage's data deps."""
+        tags = {}
+        dvc_stage = os.environ.get("DVC_STAGE")  # DVC names the exact stage (``train@vqa-best``)
+        if dvc_stage:
+            tags["dvc_stage"] = dvc_stage
+        if stage or dvc_stage:
+            tags["dvc_data_hash"] = data_version(dvc_stage or str(stage), self.lock)
+        return tags
+
+    def version_tags(self) -> dict[str, str]:
+        """Extra tags of a registered version (none: data_version and train_stage say it all)."""
+        return {}
+
+    def train_stage(self, model_dir: str | Path) -> str | None:
+        """The ``dvc.lock`` stage that wrote ``model_dir`` (``train@vqa-best``), if any."""
+        return producing_stage(model_dir, self.lock)
+
+    def data_version(self, stage: str) -> str:
+        """The digest of ``stage``'s data deps in ``dvc.lock`` (see ``data_version``)."""
+        return data_version(stage, self.lock)
+
+    def train_run_id(self, client: Any, experiment: str, task: str, model_dir: str | Path) -> str | None:
+        """The newest finished MLflow run of the stage that wrote ``model_dir`` (else of ``train@<task>``)."""
+        from vlpeft.tracking.registry import latest_run_id
+
+        stage = self.train_stage(model_dir)
+        return latest_run_id(client, experiment, stage or f"train@{task}", dvc=bool(stage))
+
+
+class KfpProvenance:
+    """Provenance of a Kubeflow task: run id, task name, image tag and the URIs of its input artifacts.
+
+    KFP caching reuses an artifact (and its URI) exactly when the producing task's inputs are unchanged, so
+    the URIs of the ``data``/``features``/``models`` inputs version the data as ``dvc.lock`` hashes do.
+    """
+
+    name = "kfp"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if env is None else env)
+        self.run_id = env.get(KFP_RUN_ENV, UNKNOWN)
+        self.task = env.get(KFP_TASK_ENV, UNKNOWN)
+        self.image = env.get(IMAGE_ENV, UNKNOWN)
+        self.inputs = _json_map(env.get(KFP_INPUTS_ENV))
+        self.outputs = _json_map(env.get(KFP_OUTPUTS_ENV))
+
+    def _common(self) -> dict[str, str]:
+        tags = {"kfp_run_id": self.run_id, "kfp_task": self.task, "image": self.image}
+        tags |= {f"kfp_input_{k}": v for k, v in self.inputs.items()}
+        data = self.data_version()
+        if data != UNKNOWN:
+            tags["kfp_data_version"] = data
+        return tags
+
+    def run_tags(self, stage: str | None) -> dict[str, str]:
+        """Run id, task, image, input and output artifact URIs, data version."""
+        return self._common() | {f"kfp_output_{k}": v for k, v in self.outputs.items()}
+
+    def version_tags(self) -> dict[str, str]:
+        """What a registered version carries instead of a ``dvc.lock`` hash."""
+        return self._common()
+
+    def train_stage(self, model_dir: str | Path) -> str | None:
+        """No DVC stage inside a pipeline: the model's producer is named by its artifact URI instead."""
+        return None
+
+    def data_version(self, stage: str | None = None) -> str:
+        """A digest of this task's ``data``/``features``/``models`` input URIs, or ``"unknown"``."""
+        used = {k: v for k, v in self.inputs.items() if k in DATA_INPUTS}
+        return _digest(used) if used else UNKNOWN
+
+    def train_run_id(self, client: Any, experiment: str, task: str, model_dir: str | Path) -> str | None:
+        """The MLflow run of this pipeline run whose task wrote the ``model`` input artifact."""
+        uri = self.inputs.get("model")
+        exp = client.get_experiment_by_name(experiment)
+        if not uri or exp is None:
+            return None
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.kfp_run_id = '{self.run_id}' and tags.kfp_output_model = '{uri}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+
+def _json_map(text: str | None) -> dict[str, str]:
+    try:
+        data = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def provenance_source(root: str | Path | None = None) -> DvcProvenance | KfpProvenance:
+    """The provenance source of this process: Kubeflow inside a pipeline task, else DVC at ``root``."""
+    if os.environ.get(KFP_RUN_ENV):
+        return KfpProvenance()
+    from vlpeft.tracking.preflight import project_root
+
+    return DvcProvenance(root if root is not None else project_root())
+
+
 def provenance_tags(stage: str | None, cwd: str | Path | None = None) -> dict[str, str]:
-    """Tags every run carries: stage (+ ``dvc_stage`` under DVC), git commit + dirty flag (also MLflow's own
-    source tag) and the data version.
+    """Tags every run carries: stage, git commit + dirty flag (also MLflow's own source tag) and the data
+    provenance of ``provenance_source`` (DVC stage + data hash, or the Kubeflow run, task, image and inputs).
 
     ``cwd`` is the project directory (default: the project root above the current directory), where git runs
     and ``dvc.lock`` is read.
@@ -138,12 +268,6 @@ def provenance_tags(stage: str | None, cwd: str | Path | None = None) -> dict[st
         "git_dirty": UNKNOWN if dirty is None else str(dirty).lower(),
         "mlflow.source.git.commit": commit,
     }
-    # Under `dvc repro` DVC names the exact stage (``train@vqa-best``) in $DVC_STAGE: its deps give the hash.
-    dvc_stage = os.environ.get("DVC_STAGE")
-    if dvc_stage:
-        tags["dvc_stage"] = dvc_stage
     if stage:
         tags["stage"] = stage
-    if stage or dvc_stage:
-        tags["dvc_data_hash"] = data_version(dvc_stage or str(stage), root / "dvc.lock")
-    return tags
+    return tags | provenance_source(root).run_tags(stage)

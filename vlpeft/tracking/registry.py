@@ -1,9 +1,10 @@
 """MLflow model registry: register a trained model as a pyfunc, read versions by alias, promote.
 
 A registered version carries tags ``task``, ``method``, ``routing``, ``rank``, ``metric.<name>``,
-``trainable_params``, ``data_version`` (DVC hash), ``code_version`` (git commit) and ``run_id``; aliases are
-``challenger`` (the newest registration) and ``champion`` (the one in use; set on the first registration,
-then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
+``trainable_params``, ``data_version`` (DVC hash, or on Kubeflow a digest of the input artifact URIs, with
+``kfp_run_id``, ``kfp_task``, ``image`` and ``kfp_input_*`` tags), ``code_version`` (git commit) and
+``run_id``; aliases are ``challenger`` (the newest registration) and ``champion`` (the one in use; set on
+the first registration, then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from vlpeft.errors import TrackingError
 from vlpeft.tracking.preflight import check_tracking, project_root, quiet_mlflow_env, tracking_uri
-from vlpeft.tracking.provenance import UNKNOWN, data_version, git_commit, git_dirty, producing_stage
+from vlpeft.tracking.provenance import UNKNOWN, git_commit, git_dirty, provenance_source
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -191,14 +192,13 @@ def register_model(
     if param_report is None:  # train_task's metrics.json has it; else count (loads the model: seconds)
         given = metrics.get("model") if isinstance(metrics, dict) else None
         param_report = given if isinstance(given, dict) else model_param_report(model_dir)
-    # The DVC stage that wrote the model (``train@vqa-best``) names its data and its training run.
-    lock = project_root() / "dvc.lock"
-    train_stage = producing_stage(model_dir, lock)
+    # The stage that wrote the model names its data and its training run: the DVC stage (``train@vqa-best``)
+    # in dvc.lock, or on Kubeflow the task whose output artifact the model is.
+    source = provenance_source(project_root())
+    train_stage = source.train_stage(model_dir)
     if train_run_id is None:
-        train_run_id = latest_run_id(
-            client, experiment, train_stage or f"train@{task}", dvc=bool(train_stage)
-        )
-    data_hash = data_hash or data_version(train_stage or f"train@{task}", lock)
+        train_run_id = source.train_run_id(client, experiment, task, model_dir)
+    data_hash = data_hash or source.data_version(train_stage or f"train@{task}")
     tags = {
         "task": task,
         "method": str(peft.get("method", UNKNOWN)),
@@ -219,6 +219,7 @@ def register_model(
         tags["train_run_id"] = train_run_id
     if train_stage:
         tags["train_stage"] = train_stage
+    tags |= source.version_tags()
     tags |= {f"metric.{k}": f"{v:.4f}" for k, v in flat.items() if k.startswith(TAG_METRICS)}
 
     tracker = MlflowTracker(f"register@{task}", experiment=experiment, uri=uri, tags=tags)
