@@ -60,6 +60,11 @@ class WorldConfig(Section):
     annotator_accuracy: float = Field(
         0.9, ge=0, le=1, description="probability that each of the 10 annotators gives the right answer"
     )
+    extra_tasks: list[Literal["gqa", "nlvr"]] = Field(
+        [], description="also write GQA-like (gqa/) and NLVR2-like (nlvr/) files over the same images"
+    )
+    gqa_questions_per_image: int = Field(3, ge=1, description="GQA-like questions per image")
+    nlvr_statements_per_pair: int = Field(2, ge=2, description="NLVR2-like statements per image pair (even)")
 
 
 class DataConfig(Section):

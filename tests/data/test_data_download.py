@@ -21,6 +21,8 @@ from vlpeft.cli import main
 from vlpeft.data.archive import safe_extract
 from vlpeft.data.coco import load_captions
 from vlpeft.data.download import fetch, load_registry, select
+from vlpeft.data.gqa import load_gqa
+from vlpeft.data.nlvr import load_nlvr
 from vlpeft.data.images import image_table, load_image
 from vlpeft.data.prepare import prepare_coco
 from vlpeft.data.vqa import load_vqa
@@ -227,6 +229,9 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
+NLVR_COMMIT = "18924841aa96d519cfb8584f0945350f07a6d860"  # the commit the registry pins
+
+
 def _fake_archives() -> dict[str, bytes]:
     """Zips shaped like the official ones: 6 train2014 + 4 val2014 images, Karpathy file, VQAv2 files."""
     images = [("train2014", i) for i in (9, 25, 30, 34, 36, 42)] + [
@@ -312,6 +317,14 @@ def _fake_archives() -> dict[str, bytes]:
         out[f"/vqa/v2_Annotations_{sub}_mscoco.zip"] = _zip(
             {f"v2_mscoco_{folder}_annotations.json": json.dumps(a).encode()}
         )
+    # GQA: one zip of the official balanced files (dicts keyed by question id); NLVR2: JSON lines per split.
+    gqa = {f"q{cocoid}": {"imageId": str(cocoid), "question": "Is it red?", "answer": "no"} for _, cocoid in images}
+    out["/nlp/data/gqa/questions1.2.zip"] = _zip(
+        {f"{s}_balanced_questions.json": json.dumps(gqa).encode() for s in ("train", "val", "testdev")}
+    )
+    for name in ("train", "dev", "test1"):
+        line = {"identifier": f"{name}-1-0-0", "sentence": "Two dogs.", "label": "True", "left_url": "u"}
+        out[f"/lil-lab/nlvr/{NLVR_COMMIT}/nlvr2/data/{name}.json"] = (json.dumps(line) + "\n").encode()
     return out
 
 
@@ -338,7 +351,8 @@ def _registry(server, tmp_path: Path, archives: dict[str, bytes]) -> Path:
 
 def test_packaged_registry_is_complete():
     entries = load_registry()
-    assert {e.group for e in entries.values()} == {"coco-images", "karpathy", "vqa"}
+    assert {e.group for e in entries.values()} == {"coco-images", "karpathy", "vqa", "gqa", "nlvr"}
+    assert len(select(entries, "nlvr")) == 3 and len(select(entries, "gqa")) == 1
     assert len(select(entries, "vqa")) == 4 and len(select(entries, "coco-images")) == 2
     for e in entries.values():
         assert e.url.startswith(("http://", "https://")) and e.filename == e.url.rsplit("/", 1)[1]
@@ -355,7 +369,11 @@ def test_download_then_prepare_gives_the_loader_layout(server, tmp_path, capsys)
     assert main(["data", "download", "--what", "all", "--out", str(raw), "--registry", str(reg)]) == 0
     assert ("/zips/val2014.zip", "bytes=500-") in server.requests
     assert main(["data", "prepare", "--source", "coco", "--raw", str(raw), "--out", str(out)]) == 0
+    for source in ("gqa", "nlvr"):
+        assert main(["data", "prepare", "--source", source, "--raw", str(raw), "--out", str(out)]) == 0
     capsys.readouterr()
+    assert [r.img_id for r in load_gqa(out, "testdev")][:2] == ["9", "25"]
+    assert [(r.img0, r.label) for r in load_nlvr(out, "test")] == [("test1-1-0-img0", 1)]
 
     world = json.loads((out / "world.json").read_text())
     assert world["counts"]["images"] == {"train": 6, "val": 2, "test": 2}  # restval joined train
@@ -382,6 +400,8 @@ def test_prepare_errors(tmp_path):
         prepare_coco(tmp_path / "nope", tmp_path / "out")
     raw = tmp_path / "raw"
     for path, data in _fake_archives().items():
+        if not path.endswith(".zip"):
+            continue
         (tmp_path / "z.zip").write_bytes(data)
         safe_extract(tmp_path / "z.zip", raw / Path(path).stem)
         os.remove(tmp_path / "z.zip")

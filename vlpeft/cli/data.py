@@ -41,7 +41,7 @@ def synth(
 
 @data_app.command("download")
 def download(
-    what: Annotated[str, typer.Option(help="coco-images | karpathy | vqa | all")] = "all",
+    what: Annotated[str, typer.Option(help="coco-images | karpathy | vqa | gqa | nlvr | all")] = "all",
     out: Annotated[Path, typer.Option("--out", "-o", help="raw download dir")] = Path("data/raw"),
     registry: Annotated[Path | None, typer.Option(help="registry JSON (default: the packaged one)")] = None,
     extract: Annotated[bool, typer.Option(help="unpack archives after verifying them")] = True,
@@ -63,14 +63,23 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="output root (replaced atomically)")] = Path(
         "data/coco"
     ),
-    source: Annotated[str, typer.Option(help="only 'coco' (COCO 2014 + Karpathy + VQAv2)")] = "coco",
+    source: Annotated[
+        str, typer.Option(help="coco (COCO 2014 + Karpathy + VQAv2) | gqa | nlvr (added into OUT)")
+    ] = "coco",
     link: Annotated[str, typer.Option(help="how images enter OUT: symlink | hardlink | copy")] = "symlink",
 ) -> None:
     """Convert raw COCO 2014 + Karpathy split + VQAv2 into the data layout the loaders read."""
     from vlpeft.data.prepare import prepare_coco
     from vlpeft.errors import DataError
 
+    if source in ("gqa", "nlvr"):
+        from vlpeft.data.gqa import prepare_gqa
+        from vlpeft.data.nlvr import prepare_nlvr
+
+        counts = {"gqa": prepare_gqa, "nlvr": prepare_nlvr}[source](raw, out)
+        typer.echo(f"wrote {out / source}: questions {counts}")
+        return
     if source != "coco":
-        raise DataError(f"--source {source!r}: only 'coco' is supported")
+        raise DataError(f"--source {source!r}: expected coco, gqa or nlvr")
     info = prepare_coco(raw, out, link=link)
     typer.echo(f"wrote {out}: images {info['counts']['images']}, questions {info['counts']['questions']}")

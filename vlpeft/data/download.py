@@ -24,7 +24,7 @@ from vlpeft.data.archive import safe_extract
 from vlpeft.errors import DataError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("registry.json")
-GROUPS = ("coco-images", "karpathy", "vqa")
+GROUPS = ("coco-images", "karpathy", "vqa", "gqa", "nlvr")
 _CHUNK = 1 << 20
 _USER_AGENT = "vlpeft-data-download/1"
 

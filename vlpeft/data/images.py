@@ -12,6 +12,7 @@ from vlpeft.data.formats import SPLITS, karpathy_path
 from vlpeft.errors import DataError
 from vlpeft.io import read_json
 
+EXTRA_IMAGE_TABLES = ("gqa/images.json", "nlvr/images.json")  # {name: {"id", "file"}} of other tasks
 _KARPATHY_FIELDS = ("filepath", "filename", "cocoid", "split", "sentences")
 
 
@@ -84,12 +85,32 @@ def split_images(root: str | Path, split: str, check_files: bool = True) -> dict
     return out
 
 
+def read_image_table(path: Path) -> dict[str, dict[str, Any]]:
+    """A task's image table ``{name: {"id": feature-store id, "file": path under the root}}``, checked."""
+    data = read_json(path, "image table")
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of image names")
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or "file" not in entry:
+            raise DataError(f"{path}: image {key!r}: expected {{'id': int, 'file': path}}")
+    return data
+
+
 def image_table(root: str | Path) -> list[tuple[int, Path]]:
     """Every image id of every split with its path (train, val, test order), e.g. for feature extraction."""
     table: list[tuple[int, Path]] = []
     entries = karpathy_images(root)
     for split in SPLITS:
         table.extend((e["cocoid"], image_path(root, e)) for e in entries if e["split"] == split)
+    # Images of other tasks (GQA / NLVR2 image tables) that the Karpathy file does not list.
+    known = {i for i, _ in table}
+    for name in EXTRA_IMAGE_TABLES:
+        path = Path(root) / name
+        if path.is_file():
+            for entry in read_image_table(path).values():
+                if entry["id"] not in known:
+                    known.add(entry["id"])
+                    table.append((entry["id"], Path(root) / entry["file"]))
     return table
 
 

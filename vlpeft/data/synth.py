@@ -41,12 +41,51 @@ def split_sizes(cfg: WorldConfig) -> dict[str, int]:
 def corpus_lines(cfg: WorldConfig, seed: int) -> list[str]:
     """LM-pretraining text: captions and "question answer" lines of ``corpus_scenes`` unrendered scenes."""
     lines: list[str] = []
+    previous = None
     for i in range(cfg.corpus_scenes):
         rng = np.random.default_rng([seed, _CORPUS_STREAM, i])
         scene = sample_scene(rng, cfg.max_objects)
         lines.extend(captions(scene, rng, cfg.captions_per_image))
         lines.extend(f"{q.text} {q.answer}" for q in questions(scene, rng, cfg.questions_per_image))
+        if cfg.extra_tasks:  # the multi-task world's text too (the default world's corpus is unchanged)
+            lines.extend(_extra_corpus(cfg, scene, previous, rng))
+        previous = scene
     return lines
+
+
+def _extra_corpus(cfg: WorldConfig, scene: Any, previous: Any, rng: np.random.Generator) -> list[str]:
+    """GQA-like "question answer" and NLVR2-like "statement true|false" lines of one corpus scene."""
+    from vlpeft.data.synth_tasks import gqa_questions, nlvr_statements
+
+    out: list[str] = []
+    if "gqa" in cfg.extra_tasks:
+        out.extend(f"{q} {a}" for q, a in gqa_questions(scene["objects"], rng, cfg.gqa_questions_per_image))
+    if "nlvr" in cfg.extra_tasks and previous is not None:
+        pairs = nlvr_statements(previous["objects"], scene["objects"], rng, cfg.nlvr_statements_per_pair)
+        out.extend(f"{t} {'true' if y else 'false'}" for t, y in pairs)
+    return out
+
+
+def _write_extra_tasks(
+    root: Path, cfg: WorldConfig, seed: int, scenes: list[dict[str, Any]], images: list[ImageEntry]
+) -> dict[str, Any]:
+    """GQA-like / NLVR2-like files over the world's images (``world.extra_tasks``); their counts."""
+    from vlpeft.data.synth_tasks import make_gqa, make_nlvr
+
+    counts: dict[str, Any] = {}
+    if "gqa" in cfg.extra_tasks:
+        splits = make_gqa(scenes, seed, cfg.gqa_questions_per_image)
+        for split, rows in splits.items():
+            _dump(root / "gqa" / f"{split}.json", rows)
+        counts["gqa"] = {s: len(r) for s, r in splits.items()}
+    if "nlvr" in cfg.extra_tasks:
+        files = {e.image_id: f"images/{e.split}/{e.file_name}" for e in images}
+        splits, table = make_nlvr(scenes, files, seed, cfg.nlvr_statements_per_pair)
+        for split, rows in splits.items():
+            _dump(root / "nlvr" / f"{split}.json", rows)
+        _dump(root / "nlvr" / "images.json", table)
+        counts["nlvr"] = {s: len(r) for s, r in splits.items()}
+    return counts
 
 
 def generate_world(cfg: WorldConfig, out: str | Path, seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -101,6 +140,7 @@ def generate_world(cfg: WorldConfig, out: str | Path, seed: int = 0, progress: b
                 formats.annotations_path(tmp, split), formats.vqa_annotations(vqa_entries[split], split, desc)
             )
         _dump(tmp / "scenes.json", {"attributes": vocabulary(), "scenes": scenes})
+        extra = _write_extra_tasks(tmp, cfg, seed, scenes, image_entries)
         lines = corpus_lines(cfg, seed)
         (tmp / "corpus.txt").write_text("\n".join(lines) + "\n")
         world = {
@@ -113,6 +153,7 @@ def generate_world(cfg: WorldConfig, out: str | Path, seed: int = 0, progress: b
                 "questions": {s: len(vqa_entries[s]) for s in SPLITS},
                 "captions": {s: sum(len(e.captions) for e in image_entries if e.split == s) for s in SPLITS},
                 "corpus_lines": len(lines),
+                **extra,
             },
         }
         # Timing goes to the return value only: world.json must be identical across runs of the same seed.
