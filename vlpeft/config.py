@@ -236,8 +236,10 @@ class ModelConfig(Section):
     visual_prefix: bool = Field(
         True, description="prepend the visual features as prefix tokens (off + routing none = blind model)"
     )
-    projection: Literal["none", "linear"] = Field(
-        "none", description="none needs equal vision/LM widths (the paper); linear = trainable Linear(d_v, d)"
+    projection: Literal["none", "linear", "vl_t5"] = Field(
+        "none",
+        description="none needs equal vision/LM widths (the paper); linear = trainable Linear(d_v, d); "
+        "vl_t5 = VL-T5's visual embedding LN(Linear(d_v, d)) + box branch + image-order embedding",
     )
     vision_tower: TowerMode = Field(
         "frozen", description="frozen (features precomputed) or trained in the loop: lora | adapter | full"

@@ -42,10 +42,27 @@ def check_widths(model_cfg: ModelConfig, vision_width: int, lm_width: int, lm_pa
         )
 
 
+def _linear_projection(visual_width: int, width: int) -> nn.Module:
+    projection = nn.Linear(visual_width, width)
+    nn.init.normal_(projection.weight, std=0.02)
+    nn.init.zeros_(projection.bias)
+    return projection
+
+
+def _vl_t5_projection(visual_width: int, width: int) -> nn.Module:
+    from vlpeft.models.visual_embedding import VlT5VisualEmbedding
+
+    return VlT5VisualEmbedding(visual_width, width)
+
+
+# model.projection -> builder(visual width, LM width); every projection is trainable and has ``.weight``.
+PROJECTIONS: dict[str, Any] = {"linear": _linear_projection, "vl_t5": _vl_t5_projection}
+
+
 class VLModel(nn.Module):
     """Base class of the three VL model families (see the module docstring).
 
-    Attributes: ``lm`` (the language backbone, PEFT-injected), ``projection`` (``nn.Linear`` or ``None``),
+    Attributes: ``lm`` (the language backbone, PEFT-injected), ``projection`` (``PROJECTIONS`` or ``None``),
     ``vision`` (``VisionEncoder`` or ``None``), ``tokenizer``, ``task``, ``family`` (transformers
     ``model_type``), ``model_cfg``, ``peft_cfg``, ``lm_path``, ``visual_width``, ``width``.
     """
@@ -77,15 +94,13 @@ class VLModel(nn.Module):
         self.visual_width = visual_width
         self.vision_pooling = vision_pooling
         self.vision = vision
-        self.projection: nn.Linear | None = None
+        self.projection: nn.Module | None = None
         if self.uses_visual:
             assert visual_width is not None
-            if model_cfg.projection == "linear":
-                self.projection = nn.Linear(visual_width, width)
-                nn.init.normal_(self.projection.weight, std=0.02)
-                nn.init.zeros_(self.projection.bias)
-            else:
+            if model_cfg.projection == "none":
                 check_widths(model_cfg, visual_width, width, lm_path)
+            else:
+                self.projection = PROJECTIONS[model_cfg.projection](visual_width, width)
 
     # ------------------------------------------------------------------------------------------ visual
 

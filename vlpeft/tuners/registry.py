@@ -67,6 +67,8 @@ class MethodSpec:
     ``families``: transformers ``model_type``s it supports (``None`` = every family with targets).
     ``implementation``: ``"module:attribute"`` of its ``PeftMethod``.
     ``state_files``: the files it writes next to ``vlpeft_peft.json`` (documentation and checks).
+    ``markers``: substrings that identify its own parameters' names (peft's ``prefix``, e.g. ``lora_``), so
+    accounting can tell the method's parameters from trainable LayerNorms or biases.
     """
 
     name: str
@@ -78,6 +80,7 @@ class MethodSpec:
     vision_tower: bool = False
     families: tuple[str, ...] | None = None
     state_files: tuple[str, ...] = field(default_factory=tuple)
+    markers: tuple[str, ...] = field(default_factory=tuple)
     description: str = ""
 
     def impl(self) -> PeftMethod:
@@ -130,3 +133,8 @@ def list_methods(**capabilities: bool) -> list[str]:
 def method_specs() -> list[MethodSpec]:
     """Every registered spec, in registration order."""
     return list(_METHODS.values())
+
+
+def method_owns(param_name: str) -> bool:
+    """Whether ``param_name`` belongs to a registered method's own modules (by its ``markers``)."""
+    return any(marker in param_name for spec in _METHODS.values() for marker in spec.markers)

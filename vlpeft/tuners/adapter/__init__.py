@@ -12,6 +12,7 @@ register_method(
         ranked=True,
         vision_tower=True,
         state_files=("vlpeft_adapter.safetensors",),
+        markers=(".adapter.",),
         description="bottleneck adapters after attention and feed-forward, routing after the down-projection",
     )
 )

@@ -10,6 +10,7 @@ register_method(
         ranked=True,
         vision_tower=True,
         state_files=("adapter_config.json", "adapter_model.safetensors", "extra_trainable.safetensors"),
+        markers=(".lora_",),
         description="LoRA on the query/value projections (peft), routing between A and B",
     )
 )
