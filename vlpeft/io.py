@@ -1,4 +1,18 @@
-"""Small file helpers used everywhere: atomic writes and JSON reads with clear errors."""
+"""File helpers used everywhere: crash-safe writes of files and directories, JSON reads with clear errors.
+
+One mechanism publishes every output (``atomic_path`` / ``atomic_dir``): the new content is built under a
+staging name beside the target, then
+
+1. a directory gets a completion marker (``.vlpeft-complete``) and the usual umask permissions;
+2. the old copy, if any, is renamed aside to ``.<name>.prev``;
+3. the new copy is renamed into place;
+4. the old copy loses its marker, then is deleted.
+
+A SIGKILL at any instant leaves either the complete new directory, or the complete old one (at the target or,
+between steps 2 and 3, at ``.<name>.prev``), plus leftovers that ``remove_orphans`` deletes. Readers call
+``require_complete`` and refuse a directory without its marker, so a half-written or half-deleted directory is
+never taken for a result.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,23 +28,173 @@ from typing import Any
 
 from vlpeft.errors import DataError
 
+MARKER = ".vlpeft-complete"
+_MARKER_TEXT = "vlpeft 1\n"  # constant: identical outputs must stay byte-identical (DVC, caching)
+_STAGING = ".tmp-"
+
+
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}{_STAGING}"
+
+
+def prev_path(path: str | Path) -> Path:
+    """Where the previous copy of directory ``path`` waits while a replacement is renamed in."""
+    path = Path(path)
+    return path.parent / f".{path.name}.prev"
+
+
+def _check_parent(path: Path) -> None:
+    """``DataError`` naming the culprit when ``path``'s directory cannot exist (an ancestor is a file)."""
+    for ancestor in reversed(path.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise DataError(f"{path}: cannot write here, {ancestor} is a file, not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create its directory ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: directory {path.parent} is not writable")
+
+
+def _alive(owner: str) -> bool:
+    """Whether the writer of a staging dir (``<host>-<pid>``) may still be running: a process of this host
+    that exists, or any process of another host (which cannot be checked from here)."""
+    host, _, pid = owner.rpartition("-")
+    if not pid.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_orphans(path: str | Path, *, sole_writer: bool = False) -> list[Path]:
+    """Delete what interrupted writes of ``path`` left beside it; return what was removed.
+
+    Staging dirs go when their writer is dead (or always with ``sole_writer``: the caller knows nobody else
+    writes ``path``, e.g. the trainer of a checkpoint dir, whose restarted container may reuse a pid); the
+    ``.prev`` copy goes once ``path`` is complete (or when it is incomplete itself).
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = _staging_prefix(path)
+    legacy = f".{path.name}.tmp"  # checkpoint staging dirs of earlier versions
+    for child in path.parent.iterdir():
+        if child.name.startswith(prefix):
+            owner = child.name[len(prefix) :].rsplit(".", 1)[0]
+            if sole_writer or not _alive(owner):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+        elif sole_writer and child.name.startswith(legacy):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    prev = prev_path(path)
+    if prev.exists() and (is_complete(path) or not is_complete(prev)):
+        _discard(prev)
+        removed.append(prev)
+    return removed
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a directory published whole by ``atomic_dir`` (its marker is present)."""
+    return (Path(path) / MARKER).is_file()
+
+
+def require_complete(path: str | Path, what: str, hint: str) -> Path:
+    """``path`` if it is a complete directory; else a ``DataError`` naming it, what it should be and ``hint``
+    (the command that writes it)."""
+    path = Path(path)
+    if not path.is_dir():
+        extra = f"; a complete previous copy is at {prev_path(path)}" if is_complete(prev_path(path)) else ""
+        raise DataError(f"{path}: {what} not found ({hint}){extra}")
+    if not is_complete(path):
+        raise DataError(
+            f"{path}: incomplete {what} (no {MARKER} marker: its writing was interrupted or it was not "
+            f"written by vlpeft); {hint}"
+        )
+    return path
+
+
+def _discard(path: Path) -> None:
+    # The marker goes first: a deletion killed half-way leaves no directory that still looks complete.
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        (path / MARKER).unlink()
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _finish_tree(root: Path) -> None:
+    """Umask permissions on every file and directory (safetensors and mkdtemp write 0600/0700), then fsync:
+    a rename is only as durable as the bytes behind it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            p.chmod(0o777 & ~umask)
+        elif p.is_file():
+            p.chmod(0o666 & ~umask)
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _publish_dir(tmp: Path, path: Path) -> None:
+    (tmp / MARKER).write_text(_MARKER_TEXT)
+    _finish_tree(tmp)
+    remove_orphans(path)
+    prev = prev_path(path)
+    if path.exists() or path.is_symlink():
+        if prev.exists():
+            _discard(prev)
+        os.replace(path, prev)
+    os.replace(tmp, path)
+    if prev.exists():
+        _discard(prev)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, on failure delete it.
+    """Yield a temp path beside ``path``; on success publish what the caller made there, on failure delete it.
 
-    Works for files and directories: whatever the caller creates at the temp path is moved into place.
+    Works for files (renamed over ``path``) and directories (published as the module docstring says: marker,
+    old copy aside, new copy in, old copy deleted). The parent directory is created; a parent that is a file
+    or not writable is a ``DataError`` naming it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    _check_parent(path)
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(path)}{owner}.", dir=path.parent))
+    tmp = staging / path.name
     try:
         yield tmp
-        if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if tmp.is_dir() and not tmp.is_symlink():
+            _publish_dir(tmp, path)
+        elif tmp.exists() or tmp.is_symlink():
+            if path.is_dir() and not path.is_symlink():
+                raise DataError(f"{path}: is a directory, cannot replace it with a file")
+            if not tmp.is_symlink():
+                _finish_tree(tmp)
+            os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """``atomic_path`` for a directory: yields the (created, empty) staging directory to fill."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        yield tmp
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:

@@ -85,6 +85,7 @@ def test_round_trip_fp32_exact_with_shards_index_and_provenance(encoder, items, 
     index = json.loads((out / "index.json").read_text())
     assert index["index"][4] == [items[4][0], 1, 1]
     assert sorted(p.name for p in out.iterdir()) == [
+        ".vlpeft-complete",
         "index.json",
         *(f"shard-0000{i}.safetensors" for i in range(3)),
     ]
@@ -138,7 +139,7 @@ def test_clear_errors(encoder, items, tmp_path):
         store.require(width=64)
     with pytest.raises(DataError, match="re-run `vlpeft features`"):
         store.require(weights_sha256="0" * 64)
-    with pytest.raises(DataError, match="not a feature store"):
+    with pytest.raises(DataError, match="nothing: feature store not found"):
         FeatureStore(tmp_path / "nothing")
     with pytest.raises(DataError, match="appears more than once"):
         extract_features(encoder, [items[0], items[0]], tmp_path / "dup")
@@ -146,7 +147,7 @@ def test_clear_errors(encoder, items, tmp_path):
     other = tmp_path / "other"
     extract_features(encoder, items[4:], other, kind="pooled")
     (other / "shard-00000.safetensors").replace(out / "shard-00000.safetensors")
-    with pytest.raises(DataError, match="shard image ids do not match"):
+    with pytest.raises(DataError, match="the index and its shards do not match"):
         FeatureStore(out).get([items[0][0]])
     (out / "shard-00000.safetensors").unlink()
     with pytest.raises(DataError, match="shard missing"):
@@ -163,3 +164,29 @@ def test_failed_extraction_leaves_the_old_store_untouched(encoder, items, tmp_pa
         extract_features(encoder, [*items, (1, bad)], out, batch_size=2, shard_size=2)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_swapped_index_rows_are_refused(encoder, items, tmp_path, in_memory):
+    out = tmp_path / "features"
+    extract_features(encoder, items[:4], out, kind="pooled", shard_size=2)
+    index = json.loads((out / "index.json").read_text())
+    a, b = items[0][0], items[3][0]
+    assert FeatureStore(out, in_memory=in_memory).get([a, b]).shape == (2, 1, 32)
+    # Swap where two images point (image a -> b's row and back): every lookup would get the other's features.
+    rows = {r[0]: r for r in index["index"]}
+    rows[a][1:], rows[b][1:] = rows[b][1:], rows[a][1:]
+    (out / "index.json").write_text(json.dumps(index))
+    store = FeatureStore(out, in_memory=in_memory)
+    with pytest.raises(DataError, match=rf"row 1 holds image {b}, but index.json says image {a}: the index and"):
+        store.get([a])
+    assert store.get([items[1][0]]).shape == (1, 1, 32)  # rows the edit did not touch still read
+
+
+def test_truncated_shard_is_one_data_error(encoder, items, tmp_path):
+    out = tmp_path / "features"
+    extract_features(encoder, items[:4], out, kind="pooled")
+    shard = out / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.raises(DataError, match=r"shard-00000.safetensors: unreadable feature shard \(.+\); re-run"):
+        FeatureStore(out).get([items[0][0]])

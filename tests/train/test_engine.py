@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +16,10 @@ from safetensors.torch import load_file
 from toy_trainer import ToyData, ToyModel, build_model, config, make_validate
 
 from vlpeft.errors import TrainingError
+from vlpeft.io import MARKER, atomic_dir
 from vlpeft.tracking.base import NullTracker
 from vlpeft.train import sampler
-from vlpeft.train.checkpoint import find_checkpoint, write_dir_atomically
+from vlpeft.train.checkpoint import find_checkpoint
 from vlpeft.train.loop import fit
 from vlpeft.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from vlpeft.train.state import (
@@ -259,14 +263,12 @@ def test_best_follows_metric_direction(tmp_path):
 
 def test_atomic_directory_write_keeps_old_copy_on_failure(tmp_path):
     target = tmp_path / "ckpt"
-    write_dir_atomically(target, lambda d: (d / "f").write_text("old"))
+    with atomic_dir(target) as d:
+        (d / "f").write_text("old")
 
-    def broken(d):
+    with pytest.raises(RuntimeError), atomic_dir(target) as d:
         (d / "f").write_text("new, half")
         raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        write_dir_atomically(target, broken)
     assert (target / "f").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     # A crash between "move old aside" and "rename new in" leaves only .prev: it is still found.
@@ -274,6 +276,34 @@ def test_atomic_directory_write_keeps_old_copy_on_failure(tmp_path):
     (target / "trainer" / "state.json").write_text("{}")
     target.rename(tmp_path / ".ckpt.prev")
     assert find_checkpoint(target) == tmp_path / ".ckpt.prev"
+    # A checkpoint directory without the completion marker is never taken for one.
+    (tmp_path / ".ckpt.prev" / MARKER).unlink()
+    assert find_checkpoint(target) is None
+
+
+def test_orphaned_checkpoint_staging_dirs_go_on_fresh_run_and_on_resume(tmp_path):
+    host = socket.gethostname()
+
+    def orphans() -> list[Path]:
+        # What a kill during a checkpoint write leaves: a staging dir (here named after a live pid, as a
+        # restarted container may reuse one) and one of the naming of earlier versions.
+        made = [
+            tmp_path / f".last.tmp-{host}-{os.getpid()}.x1",
+            tmp_path / ".best.tmpab12",
+            tmp_path / ".last.prev",
+        ]
+        for d in made:
+            (d / "trainer").mkdir(parents=True)
+        return made
+
+    made = orphans()
+    fit(build_model(), ToyData(), config(epochs=1), tmp_path, validate=make_validate(), progress=False)
+    assert not any(d.exists() for d in made)
+    made = orphans()
+    fit(build_model(), ToyData(), config(epochs=1), tmp_path, validate=make_validate(), resume=True,
+        progress=False)  # fmt: skip
+    assert not any(d.exists() for d in made)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "curves.json", "last"]
 
 
 def test_prefetch_threads_give_bitwise_identical_training(tmp_path):

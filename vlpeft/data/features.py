@@ -28,9 +28,8 @@ from tqdm.auto import tqdm
 
 from vlpeft.data.images import load_image
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_path, read_json
+from vlpeft.io import atomic_dir, read_json, require_complete
 from vlpeft.models.vision import VisionEncoder
-from vlpeft.pretrain.common import make_readable
 
 FORMAT, VERSION = "vlpeft-features", 1
 INDEX = "index.json"
@@ -92,8 +91,7 @@ def extract_features(
     index: list[list[int]] = []
     shards: list[dict[str, Any]] = []
     num_tokens: dict[str, int] = {}
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
+    with atomic_dir(out_dir) as tmp:
         buffer: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
         buffer_ids: list[int] = []
 
@@ -141,7 +139,6 @@ def extract_features(
             "provenance": provenance,
         }
         (tmp / INDEX).write_text(json.dumps({**meta, "index": index}, indent=1) + "\n")
-        make_readable(tmp)
     return meta
 
 
@@ -151,6 +148,7 @@ class FeatureStore:
     def __init__(self, directory: str | Path, in_memory: bool | None = None) -> None:
         """Open the store; ``in_memory=None`` loads a kind whole when it is at most 2 GiB, else reads rows."""
         self.dir = Path(directory)
+        require_complete(self.dir, "feature store", "run `vlpeft features`")
         if not (self.dir / INDEX).is_file():
             raise DataError(f"{self.dir}: not a feature store ({INDEX} missing; run `vlpeft features`)")
         meta = read_json(self.dir / INDEX, "feature store index")
@@ -176,10 +174,14 @@ class FeatureStore:
             offsets.append(offsets[-1] + int(shard["rows"]))
         self._offsets = offsets
         self._where: dict[int, tuple[int, int]] = {int(i): (int(s), int(r)) for i, s, r in rows}
+        for i, (s, r) in self._where.items():
+            if not (0 <= s < len(self._shards) and 0 <= r < int(self._shards[s]["rows"])):
+                raise DataError(f"{self.dir / INDEX}: image {i} points at shard {s} row {r}, which does not exist")
         self.image_ids: list[int] = [int(i) for i, _, _ in rows]
         self._in_memory = in_memory
         self._cache: dict[str, torch.Tensor] = {}
         self._handles: dict[int, Any] = {}
+        self._ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -220,13 +222,13 @@ class FeatureStore:
         m = self._num_tokens[kind]
         if not where:
             return torch.empty(0, m, self.width)
+        rows = torch.tensor([self._offsets[s] + r for s, r in where], dtype=torch.long)
+        self._verify(ids, rows)
         if self._use_memory(kind):
-            table = self._load_kind(kind)
-            rows = torch.tensor([self._offsets[s] + r for s, r in where], dtype=torch.long)
-            return table[rows].float()
+            return self._load_kind(kind)[rows].float()
         out = torch.empty(len(where), m, self.width)
         for j, (s, r) in enumerate(where):
-            out[j] = self._handle(s).get_slice(kind)[r : r + 1][0].float()
+            out[j] = self._read(s, lambda h, r=r: h.get_slice(kind)[r : r + 1][0]).float()
         return out
 
     # ------------------------------------------------------------------------------------------ internals
@@ -246,22 +248,56 @@ class FeatureStore:
 
     def _load_kind(self, kind: str) -> torch.Tensor:
         if kind not in self._cache:
-            self._cache[kind] = torch.cat(
-                [self._handle(s).get_tensor(kind) for s in range(len(self._shards))]
-            )
+            parts = [self._read(s, lambda h: h.get_tensor(kind)) for s in range(len(self._shards))]
+            self._cache[kind] = torch.cat(parts)
         return self._cache[kind]
 
+    def _verify(self, ids: list[int], rows: torch.Tensor) -> None:
+        """Every row read must hold the image asked for: each shard stores its rows' image ids, so an index
+        whose rows were swapped or edited (or a shard from another store) is refused, never silently misread.
+        One vectorised comparison per lookup: cheap next to reading the features."""
+        stored = self._stored_ids()[rows]
+        bad = (stored != torch.tensor(ids)).nonzero()
+        if len(bad):
+            j = int(bad[0])
+            s = int(torch.searchsorted(torch.tensor(self._offsets), rows[j], right=True)) - 1
+            raise DataError(
+                f"{self.dir / self._shards[s]['file']}: row {int(rows[j]) - self._offsets[s]} holds image "
+                f"{int(stored[j])}, but {INDEX} says image {ids[j]}: the index and its shards do not match "
+                "(re-run `vlpeft features`)"
+            )
+
+    def _stored_ids(self) -> torch.Tensor:
+        """The image id stored with every row, all shards concatenated (read once; 8 bytes per image)."""
+        if self._ids is None:
+            parts = []
+            for s, shard in enumerate(self._shards):
+                ids = self._read(s, lambda h: h.get_tensor("image_ids"))
+                if len(ids) != int(shard["rows"]):
+                    path = self.dir / shard["file"]
+                    raise DataError(f"{path}: {len(ids)} rows, but {INDEX} says {shard['rows']}")
+                parts.append(ids)
+            self._ids = torch.cat(parts)
+        return self._ids
+
+    def _read(self, shard: int, get: Any) -> torch.Tensor:
+        """``get(handle)`` on a shard; a truncated or corrupt shard is a ``DataError`` naming it."""
+        try:
+            return get(self._handle(shard))
+        except DataError:
+            raise
+        except Exception as exc:  # safetensors raises its own SafetensorError, or OSError/ValueError
+            path = self.dir / self._shards[shard]["file"]
+            reason = " ".join(str(exc).split())[:160]
+            raise DataError(f"{path}: unreadable feature shard ({reason}); re-run `vlpeft features`") from None
+
     def _handle(self, shard: int) -> Any:
-        # Opened lazily (and per process: DataLoader workers fork after construction); checked once against
-        # the index so a shard from another store is refused instead of silently misread.
+        # Opened lazily (and per process: DataLoader workers fork after construction).
         if shard not in self._handles:
             path = self.dir / self._shards[shard]["file"]
             handle = safe_open(str(path), framework="pt")
-            if not set(self.kinds) <= set(handle.keys()):
+            if not {*self.kinds, "image_ids"} <= set(handle.keys()):
                 raise DataError(f"{path}: shard lacks {', '.join(self.kinds)} features listed in {INDEX}")
-            expected = self.image_ids[self._offsets[shard] : self._offsets[shard + 1]]
-            if handle.get_tensor("image_ids").tolist() != expected:
-                raise DataError(f"{path}: shard image ids do not match {INDEX}")
             self._handles[shard] = handle
         return self._handles[shard]
 

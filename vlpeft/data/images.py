@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vlpeft.data.formats import SPLITS, karpathy_path
 from vlpeft.errors import DataError
-from vlpeft.io import read_json
+from vlpeft.io import read_json, require_complete
 
 EXTRA_IMAGE_TABLES = ("gqa/images.json", "nlvr/images.json")  # {name: {"id", "file"}} of other tasks
 _KARPATHY_FIELDS = ("filepath", "filename", "cocoid", "split", "sentences")
@@ -53,6 +53,7 @@ def _karpathy_cached(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, A
 
 def karpathy_images(root: str | Path) -> tuple[dict[str, Any], ...]:
     """The validated ``images`` of ``<root>/dataset_coco.json`` (cached while the file is unchanged)."""
+    require_complete(root, "data directory", "run `vlpeft data synth` or `vlpeft data prepare`")
     path = karpathy_path(Path(root))
     if not path.is_file():
         raise DataError(

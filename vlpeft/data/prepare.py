@@ -25,7 +25,7 @@ from vlpeft.data import formats
 from vlpeft.data.formats import SPLITS, ImageEntry
 from vlpeft.data.images import require, require_list
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_path, read_json
+from vlpeft.io import atomic_dir, read_json
 
 IMAGE_DIRS = ("train2014", "val2014")
 QUESTION_FILES = (
@@ -115,7 +115,7 @@ def prepare_coco(
     kimages = _karpathy_images(files["dataset_coco.json"])
     split_of = {im["cocoid"]: KARPATHY_SPLIT[im["split"]] for im in kimages}
     out = Path(out)
-    with atomic_path(out) as tmp:
+    with atomic_dir(out) as tmp:
         for split in SPLITS:
             (tmp / "images" / split).mkdir(parents=True)
         karpathy_out, entries = [], []

@@ -21,7 +21,7 @@ from vlpeft.data.formats import SPLITS, ImageEntry, VqaEntry
 from vlpeft.data.language import annotator_answers, captions, majority_answer, questions
 from vlpeft.data.render import render_scene
 from vlpeft.data.scenes import sample_scene, vocabulary
-from vlpeft.io import atomic_path
+from vlpeft.io import atomic_dir
 
 GENERATOR_VERSION = 1
 _CORPUS_STREAM = 7  # seed-stream id of the unrendered corpus scenes (splits use 0, 1, 2)
@@ -93,7 +93,7 @@ def generate_world(cfg: WorldConfig, out: str | Path, seed: int = 0, progress: b
     start = time.perf_counter()
     out = Path(out)
     sizes = split_sizes(cfg)
-    with atomic_path(out) as tmp:
+    with atomic_dir(out) as tmp:
         image_entries: list[ImageEntry] = []
         vqa_entries: dict[str, list[VqaEntry]] = {s: [] for s in SPLITS}
         scenes: list[dict[str, Any]] = []

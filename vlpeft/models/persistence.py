@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from vlpeft.config import ModelConfig, PeftConfig
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_path, read_json, write_json
+from vlpeft.io import atomic_dir, read_json, write_json
 from vlpeft.models.base import VLModel
 from vlpeft.tasks import FAMILY_BACKBONE
 
@@ -78,8 +78,7 @@ def save_vl_model(model: VLModel, out_dir: str | Path) -> Path:
         },
         "trainable": trainable,
     }
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic_dir(out_dir) as tmp:
         save_peft(model.lm, tmp / LM_DIR)
         save_file(own, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         write_json(tmp / MODEL_FILE, meta)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,15 +44,3 @@ def make_optimizer(
 def default_device() -> torch.device:
     """CUDA when present, else CPU (the pretraining code is device-agnostic)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def make_readable(root: Path) -> None:
-    """Give every file under ``root`` the usual umask permissions (safetensors writes 0600 files).
-
-    Models and feature stores are shared artifacts (DVC cache, containers running as another user).
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
-        if path.is_file():
-            path.chmod(0o666 & ~umask)

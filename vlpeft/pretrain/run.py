@@ -19,9 +19,9 @@ import torch
 
 from vlpeft.config import Params, params_to_dict
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_path, read_json, write_json
+from vlpeft.io import atomic_dir, read_json, write_json
 from vlpeft.pretrain import text, vit
-from vlpeft.pretrain.common import default_device, make_readable, seed_everything
+from vlpeft.pretrain.common import default_device, seed_everything
 from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
 
 PARTS: tuple[str, ...] = ("vit", "roberta", "gpt2")
@@ -154,11 +154,10 @@ def pretrain_backbones(
             metrics["seconds"][part] = time.perf_counter() - t0
 
     for part, (model, extra) in models.items():
-        with atomic_path(out / part) as tmp:
+        with atomic_dir(out / part) as tmp:
             model.save_pretrained(tmp)
             extra.save_pretrained(tmp)
             write_json(tmp / PROVENANCE, {**provenance, "part": part, "metrics": metrics[part]})
-            make_readable(tmp)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     return metrics

@@ -182,6 +182,23 @@ class MlflowTracker:
 
     # ---------------------------------------------------------------------------------------- extras
 
+    def end_stale_run(self, run_id: str) -> None:
+        """End run ``run_id`` as ``KILLED`` if it is still ``RUNNING`` (a killed process cannot end its own
+        run) and link it with this one (tags ``resumed_by`` / ``resumed_from``); called on resume."""
+        self.set_tags({"resumed_from": run_id})
+        self._local("end_stale", {"run_id": run_id})
+
+        def end() -> None:
+            try:
+                status = self._client.get_run(run_id).info.status
+            except Exception:  # e.g. the checkpoint was made with another tracking store: nothing to end
+                return
+            if status == "RUNNING":
+                self._client.set_tag(run_id, "resumed_by", str(self.run_id))
+                self._client.set_terminated(run_id, status="KILLED")
+
+        self._remote(end)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as an artifact file (e.g. a rendered report)."""
         self._local("text", {"artifact_file": artifact_file, "chars": len(text)})

@@ -9,17 +9,14 @@ Layout of a checkpoint directory (``out_dir/last``; ``out_dir/best`` has only th
     trainer/state.json             position (epoch, next batch), global step, scheduler, optimizer layout,
                                    python/numpy RNG scalars, epoch accumulators, history, best value
 
-A directory is written completely under a temporary name and then renamed into place. The previous
-checkpoint is moved aside to ``.<name>.prev`` first and deleted last, so a crash at any instant leaves either
-the new or the old checkpoint readable (:func:`find_checkpoint` picks whichever exists).
+A directory is published by ``vlpeft.io.atomic_dir``: written completely under a staging name, then renamed
+into place, the previous checkpoint moved aside to ``.<name>.prev`` first and deleted last, so a crash at any
+instant leaves either the new or the old checkpoint readable (:func:`find_checkpoint` picks the complete one).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlpeft.errors import TrainingError
+from vlpeft.io import atomic_dir, is_complete, prev_path
 from vlpeft.train.state import capture_rng, flatten_optimizer_state, restore_rng, unflatten_optimizer_state
 
 FORMAT = 1
@@ -40,38 +38,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a temp dir with ``fill(tmp)``, then rename it to ``path``; the old copy goes only at the end."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
-    prev = path.parent / f".{path.name}.prev"
-    try:
-        tmp = tmp_root / path.name
-        tmp.mkdir()
-        fill(tmp)
-        _fsync_tree(tmp)
-        if path.exists():
-            shutil.rmtree(prev, ignore_errors=True)
-            os.replace(path, prev)
-        os.replace(tmp, path)
-        shutil.rmtree(prev, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-
-
-def _fsync_tree(root: Path) -> None:
-    # A rename is only as durable as the bytes behind it: flush file contents before publishing the dir.
-    for f in root.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def find_checkpoint(path: Path) -> Path | None:
-    """The complete checkpoint at ``path``, or the previous one a crash left at ``.<name>.prev``, or None."""
-    prev = path.parent / f".{path.name}.prev"
-    for candidate in (path, prev):
-        if (candidate / "trainer" / "state.json").is_file():
+    """The complete checkpoint at ``path``, or the previous one a crash left at ``.<name>.prev``, or None.
+
+    Complete means published whole by ``vlpeft.io.atomic_dir`` (its marker is present) with a trainer state.
+    """
+    for candidate in (path, prev_path(path)):
+        if is_complete(candidate) and (candidate / "trainer" / "state.json").is_file():
             return candidate
     return None
 
@@ -107,7 +80,8 @@ def save_checkpoint(
         save_file(rng_tensors, str(t / "rng.safetensors"))
         (t / "state.json").write_text(text + "\n")
 
-    write_dir_atomically(path, fill)
+    with atomic_dir(path) as tmp:
+        fill(tmp)
 
 
 def load_checkpoint(

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from vlpeft.config import TrainConfig, flatten
 from vlpeft.errors import TrainingError
-from vlpeft.io import write_json
+from vlpeft.io import atomic_dir, prev_path, remove_orphans, write_json
 from vlpeft.tracking.base import Tracker
 from vlpeft.train import sampler
 from vlpeft.train.batches import Prefetcher, Prepared, epoch_steps
@@ -33,7 +33,6 @@ from vlpeft.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     trainable_state,
-    write_dir_atomically,
 )
 from vlpeft.train.distributed import DistContext, all_reduce_sum, barrier, device_for
 from vlpeft.train.optim import build_optimizer, build_scheduler
@@ -79,13 +78,17 @@ class FitResult:
 RESUMABLE_CHANGES = ("checkpoint_every", "num_workers", "test_checkpoint")
 
 
-def clear_run(out_dir: Path) -> None:
-    """Remove the checkpoints and curves an earlier run left in ``out_dir``."""
+def clear_run(out_dir: Path, extra: tuple[str, ...] = ()) -> None:
+    """Remove the checkpoints, curves (and the ``extra`` files) an earlier run left in ``out_dir``, and what
+    interrupted checkpoint writes left beside them."""
     import shutil
 
-    for name in ("best", "last", ".best.prev", ".last.prev"):
+    for name in ("best", "last"):
+        remove_orphans(out_dir / name, sole_writer=True)
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    (out_dir / "curves.json").unlink(missing_ok=True)
+        shutil.rmtree(prev_path(out_dir / name), ignore_errors=True)
+    for name in ("curves.json", *extra):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def run_fingerprint(cfg: TrainConfig, n: int) -> dict[str, Any]:
@@ -131,7 +134,8 @@ def _save_best(path: Path, model: nn.Module, save_model: SaveModel | None) -> No
 
             save_file(trainable_state(model), str(tmp / "weights.safetensors"))
 
-    write_dir_atomically(path, fill)
+    with atomic_dir(path) as tmp:
+        fill(tmp)
 
 
 def fit(
@@ -151,6 +155,7 @@ def fit(
     on_step: Callable[[int], None] | None = None,
     log_every: int = 10,
     progress: bool = True,
+    stale: tuple[str, ...] = (),
 ) -> FitResult:
     """Train ``model`` on ``data``; validate each epoch; checkpoint to ``out_dir/last`` and ``out_dir/best``.
 
@@ -161,6 +166,11 @@ def fit(
     data position, optimizer, scheduler and RNG states, so the result is bitwise that of an uninterrupted run
     on CPU. A non-finite loss or gradient raises :class:`TrainingError` before the optimizer step, leaving the
     last good checkpoint untouched.
+
+    Nothing in ``out_dir`` changes until the run is known to start (a refused ``resume`` or bad input
+    leaves an earlier run's outputs alone); then an earlier run's checkpoints, curves and the ``stale`` files
+    (results the caller writes after training) are removed, and the tracking run of the run being resumed,
+    still ``RUNNING`` after a kill, is ended as ``KILLED`` and linked to the new one.
     """
     ctx = ctx or DistContext()
     device = device or device_for(ctx)
@@ -192,15 +202,23 @@ def fit(
     }
     resumed_from = None
     found = find_checkpoint(last_dir) if resume else None
-    if found is not None:
+    if found is not None:  # refused (unreadable, another run's) before anything on disk changes
         loaded = load_checkpoint(found, model, optimizer, scheduler)
         _check_same_run(found, loaded.get("run", {}), state["run"])
         state.update(loaded)
         resumed_from = {"epoch": state["epoch"], "batch": state["batch"], "global_step": state["global_step"]}
-        if ctx.is_main:
+    if ctx.is_main:  # everything is validated: the run really starts here
+        if found is None:
+            # A fresh run owns out_dir: nothing of an older run may pass for this one's.
+            clear_run(out_dir, stale)
+        else:
+            for path in (last_dir, best_dir):
+                remove_orphans(path, sole_writer=True)
+            for name in stale:
+                (out_dir / name).unlink(missing_ok=True)
             tqdm.write(f"resuming from {found}: epoch {state['epoch'] + 1}, batch {state['batch']}")
-    elif ctx.is_main:
-        clear_run(out_dir)  # a fresh run owns out_dir: nothing of an older run may pass for this one's
+        _supersede_run(tracker, state.get("tracking_run_id"))
+        state["tracking_run_id"] = getattr(tracker, "run_id", None)
     barrier(ctx)
 
     train_model: nn.Module = model
@@ -285,6 +303,13 @@ def fit(
         resumed_from=resumed_from,
         samples_per_s=rate_samples / rate_time if rate_time > 0 else 0.0,
     )
+
+
+def _supersede_run(tracker: Tracker | None, old_run_id: str | None) -> None:
+    """End the tracking run a killed run left open (trackers that can; the NullTracker cannot)."""
+    end = getattr(tracker, "end_stale_run", None)
+    if old_run_id and end is not None and old_run_id != getattr(tracker, "run_id", None):
+        end(old_run_id)
 
 
 def _non_finite(loss: float, grad_norm: float, epoch: int, done_steps: int, last_dir: Path) -> TrainingError:

@@ -68,13 +68,6 @@ def train_task(
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed()
     device = device_for(ctx)
-    if ctx.is_main:  # outputs of an earlier run must not outlive a failure of this one
-        for path in (
-            out_dir / METRICS,
-            out_dir / PREDICTIONS,
-            *([Path(headline_out)] if headline_out else []),
-        ):
-            path.unlink(missing_ok=True)
     binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
     model = binding.model
 
@@ -102,6 +95,8 @@ def train_task(
         ctx=ctx,
         device=device,
         progress=progress,
+        # Outputs of an earlier run must not outlive a failure of this one.
+        stale=(out_dir / METRICS, out_dir / PREDICTIONS, *([Path(headline_out)] if headline_out else [])),
     )
     barrier(ctx)
     if ctx.enabled and owns_group:

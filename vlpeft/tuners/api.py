@@ -25,7 +25,7 @@ from peft import PeftModel
 
 from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
-from vlpeft.io import atomic_path, read_json, write_json
+from vlpeft.io import atomic_dir, read_json, write_json
 from vlpeft.tuners.context import checkpoint_kwargs
 from vlpeft.tuners.registry import MethodSpec, get_method, list_methods
 from vlpeft.tuners.trainable import trainable_names, unfreeze_norms
@@ -124,8 +124,7 @@ def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
     trainable = [n for n, _ in model.named_parameters() if n in recorded]
     state["trainable"] = trainable
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic_dir(out_dir) as tmp:
         get_method(state["method"]).impl().save(model, tmp, trainable)
         write_json(tmp / STATE_FILE, state)
     return out_dir
