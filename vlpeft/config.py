@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from vlpeft.errors import ConfigError
 from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
@@ -31,10 +32,35 @@ ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_
 Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
 
 
+def _is_numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers: ``int``/``float``, optional or in a list."""
+    if annotation in (int, float):
+        return True
+    return any(_is_numeric(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are validated on assignment too."""
+    """Base for every section: unknown keys are errors, values are validated on assignment too, and a
+    boolean is never taken for a number (pydantic reads ``epochs: true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                values = value if isinstance(value, list) else [value]
+                if field is None or not _is_numeric(field.annotation):
+                    continue
+                if any(isinstance(v, bool) for v in values):
+                    raise PydanticCustomError(
+                        "bool_number",
+                        "expected a number, got a boolean ({value})",
+                        {"field": name, "value": repr(value)},
+                    )
+        return data
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -486,7 +512,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the params file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -515,10 +545,15 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
             section = field.annotation if field else None
         allowed = sorted(section.model_fields) if hasattr(section, "model_fields") else []
         return f"{loc}: unknown key (allowed: {', '.join(allowed)})"
+    if error["type"] == "bool_number":
+        field = ".".join(p for p in (loc, error["ctx"]["field"]) if p)
+        return f"{field}: {error['msg']}"
     if error["type"] == "value_error":  # our own validators: the message already names key and value
         msg = error["msg"].removeprefix("Value error, ")
         return f"{loc}: {msg}" if loc else msg
-    return f"{loc}: {error['msg']} (got {error.get('input')!r})"
+    from vlpeft.redact import redact
+
+    return f"{loc}: {error['msg']} (got {redact(error.get('input'))!r})"
 
 
 def check_override_key(key: str, where: str) -> None:
@@ -586,8 +621,14 @@ def load_params(paths: Sequence[str | Path] = ("params.yaml",), overrides: Itera
 
 
 def params_to_dict(params: Params) -> dict[str, Any]:
-    """The resolved config as plain data (what every artifact carries)."""
-    return params.model_dump(mode="json")
+    """The resolved config as plain data (what every artifact carries), credentials redacted.
+
+    A password in a URL value (e.g. ``sweep.storage``) becomes ``***`` here, so no file, log, MLflow run or
+    printed config gets it; code that needs the real value reads the field of ``params`` itself.
+    """
+    from vlpeft.redact import redact
+
+    return redact(params.model_dump(mode="json"))
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

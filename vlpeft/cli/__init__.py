@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        from vlpeft.redact import redact_text
+
+        line = " ".join(redact_text(str(exc)).split())  # one line, never a password
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Abort:
         return 130

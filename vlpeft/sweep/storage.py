@@ -21,7 +21,9 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from vlpeft.config import SweepConfig
+from vlpeft.dburl import resolve_driver
 from vlpeft.errors import ConfigError
+from vlpeft.redact import redact_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -71,14 +73,7 @@ def is_journal(storage: str) -> bool:
 
 def redact(storage: str) -> str:
     """The storage string without a password, for logs and reports."""
-    if is_journal(storage):
-        return storage
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:
-        return storage.split("@")[-1]
+    return redact_text(storage)
 
 
 def open_storage(storage: str, sweep: SweepConfig, queue_only: bool = False) -> optuna.storages.BaseStorage:
@@ -91,6 +86,7 @@ def open_storage(storage: str, sweep: SweepConfig, queue_only: bool = False) -> 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
         return (QueuedJournalStorage if queue_only else JournalStorage)(backend)
+    storage = resolve_driver(storage, "sweep.storage")
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if storage.startswith("sqlite:"):
         # Several workers write to one file: wait for the lock instead of failing at once.

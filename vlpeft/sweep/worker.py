@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = WorkerSpec.load(args[0])
         n = run_worker(spec)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from vlpeft.redact import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     print(json.dumps({"worker": spec.worker_index, "trials": n}))
     return 0

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from vlpeft.errors import TrackingError
+from vlpeft.redact import redact, redact_text
 from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, sqlite_artifact_root, tracking_uri
 from vlpeft.tracking.provenance import provenance_tags
 
@@ -38,7 +39,7 @@ def clean_params(params: dict[str, Any]) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for key, value in flatten(params).items():
-        text = str(value)
+        text = redact_text(str(value))
         if len(text) > MAX_PARAM_VALUE:
             text = text[: MAX_PARAM_VALUE - 1] + "…"
         out[clean_key(key)] = text
@@ -124,7 +125,7 @@ class MlflowTracker:
         self._local("start", {"run_id": self.run_id, "experiment": self.experiment, "tags": tags})
         if self.config is not None:
             self.log_params(self.config)
-            self.log_text(_yaml(self.config), "config/params.yaml")
+            self.log_text(_yaml(redact(self.config)), "config/params.yaml")
         return self
 
     def __exit__(
@@ -173,7 +174,7 @@ class MlflowTracker:
         """Set run tags (values cut to MLflow's limit)."""
         from mlflow.entities import RunTag
 
-        clean = {clean_key(k): str(v)[:MAX_TAG_VALUE] for k, v in tags.items()}
+        clean = {clean_key(k): redact_text(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()}
         self._local("tags", clean)
         items = [RunTag(k, v) for k, v in clean.items()]
         for i in range(0, len(items), BATCH):
@@ -215,7 +216,7 @@ class MlflowTracker:
         if self.local_log is None:
             return
         self.local_log.parent.mkdir(parents=True, exist_ok=True)
-        record = {"kind": kind, "time": time.time(), "step": step, "data": data}
+        record = {"kind": kind, "time": time.time(), "step": step, "data": redact(data)}
         with open(self.local_log, "a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
 
@@ -228,7 +229,9 @@ class MlflowTracker:
             self._broken = True
             where = f"; the local log {self.local_log} has everything" if self.local_log else ""
             warnings.warn(
-                f"tracking URI {self.uri}: logging failed, continuing without MLflow ({exc}){where}",
+                redact_text(
+                    f"tracking URI {self.uri}: logging failed, continuing without MLflow ({exc}){where}"
+                ),
                 RuntimeWarning,
                 stacklevel=3,
             )

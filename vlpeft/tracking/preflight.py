@@ -46,7 +46,9 @@ def tracking_uri(start: str | Path = ".") -> str:
     """
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
-        return env
+        from vlpeft.dburl import resolve_driver
+
+        return resolve_driver(env, "MLFLOW_TRACKING_URI")  # a bare postgresql:// uses the installed driver
     return f"sqlite:///{project_root(start) / 'mlflow.db'}"
 
 

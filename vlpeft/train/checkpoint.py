@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -94,9 +95,9 @@ def load_checkpoint(
         weights = load_file(str(t / "weights.safetensors"))
         opt_tensors = load_file(str(t / "optimizer.safetensors"))
         rng_tensors = load_file(str(t / "rng.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: checkpoint unreadable ({exc})") from None
-    if record.get("format") != FORMAT:
+    except (OSError, ValueError, SafetensorError) as exc:  # truncated, corrupt, not ours
+        raise TrainingError(f"{path}: checkpoint unreadable ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise TrainingError(f"{t / 'state.json'}: unknown checkpoint format {record.get('format')!r}")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
@@ -113,7 +114,10 @@ def load_checkpoint(
                 have = tuple(params[name].shape)
                 raise TrainingError(f"{path}: {name} has shape {tuple(value.shape)}, the model has {have}")
             params[name].copy_(value)
-    optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, record.pop("optimizer")))
-    scheduler.load_state_dict(record.pop("scheduler"))
-    restore_rng(rng_tensors, record.pop("rng"))
+    try:
+        optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, record.pop("optimizer")))
+        scheduler.load_state_dict(record.pop("scheduler"))
+        restore_rng(rng_tensors, record.pop("rng"))
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # an edited or damaged state
+        raise TrainingError(f"{t}: checkpoint state unusable ({type(exc).__name__}: {exc})") from None
     return record

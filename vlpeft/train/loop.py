@@ -78,7 +78,7 @@ class FitResult:
 RESUMABLE_CHANGES = ("checkpoint_every", "num_workers", "test_checkpoint")
 
 
-def clear_run(out_dir: Path, extra: tuple[str, ...] = ()) -> None:
+def clear_run(out_dir: Path, extra: tuple[Path, ...] = ()) -> None:
     """Remove the checkpoints, curves (and the ``extra`` files) an earlier run left in ``out_dir``, and what
     interrupted checkpoint writes left beside them."""
     import shutil
@@ -87,8 +87,8 @@ def clear_run(out_dir: Path, extra: tuple[str, ...] = ()) -> None:
         remove_orphans(out_dir / name, sole_writer=True)
         shutil.rmtree(out_dir / name, ignore_errors=True)
         shutil.rmtree(prev_path(out_dir / name), ignore_errors=True)
-    for name in ("curves.json", *extra):
-        (out_dir / name).unlink(missing_ok=True)
+    for path in (out_dir / "curves.json", *extra):
+        Path(path).unlink(missing_ok=True)
 
 
 def run_fingerprint(cfg: TrainConfig, n: int) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def fit(
     on_step: Callable[[int], None] | None = None,
     log_every: int = 10,
     progress: bool = True,
-    stale: tuple[str, ...] = (),
+    stale: tuple[Path, ...] = (),
 ) -> FitResult:
     """Train ``model`` on ``data``; validate each epoch; checkpoint to ``out_dir/last`` and ``out_dir/best``.
 
@@ -214,8 +214,8 @@ def fit(
         else:
             for path in (last_dir, best_dir):
                 remove_orphans(path, sole_writer=True)
-            for name in stale:
-                (out_dir / name).unlink(missing_ok=True)
+            for path in stale:
+                Path(path).unlink(missing_ok=True)
             tqdm.write(f"resuming from {found}: epoch {state['epoch'] + 1}, batch {state['batch']}")
         _supersede_run(tracker, state.get("tracking_run_id"))
         state["tracking_run_id"] = getattr(tracker, "run_id", None)

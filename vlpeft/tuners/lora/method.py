@@ -7,6 +7,7 @@ Files: ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's ``save_pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch.nn as nn
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from vlpeft.config import PeftConfig
-from vlpeft.errors import DataError
+from vlpeft.errors import ConfigError, DataError
 from vlpeft.tuners.lora.layer import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
 from vlpeft.tuners.targets import fan_in_fan_out, fused_lora_layout, lora_targets
 from vlpeft.tuners.trainable import load_tensors, save_tensors
@@ -52,6 +53,33 @@ def check_lora_alive(model: nn.Module) -> None:
                 )
 
 
+def check_targets(model: nn.Module, targets: list[str]) -> None:
+    """``ConfigError`` for a target module name that matches no module (peft matches name suffixes and only
+    complains when no target matches at all; a misspelt one would silently adapt less)."""
+    names = [n for n, _ in model.named_modules() if n]
+    for target in targets:
+        if not any(n == target or n.endswith(f".{target}") for n in names):
+            weighted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_projection(m)}
+            raise ConfigError(
+                f"peft.target_modules: {target!r} matches no module of {type(model).__name__} "
+                f"(its projections: {', '.join(sorted(weighted)[:12])})"
+            )
+
+
+def _is_projection(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.dim() == 2 and not isinstance(module, nn.Embedding)
+
+
+def _sort_target_modules(path: Path) -> None:
+    """peft writes ``target_modules`` from a set, in an order that changes between identical runs (hash
+    seed): list them sorted, so identical runs write identical files (DVC, caching)."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def _is_lora_weight(name: str) -> bool:
     return ".lora_A." in name or ".lora_B." in name
 
@@ -60,7 +88,12 @@ class LoraMethod:
     """``PeftMethod`` for ``lora`` (see the module docstring)."""
 
     def apply(self, model: nn.Module, cfg: PeftConfig, family: str) -> tuple[nn.Module, list[str]]:
-        model = get_peft_model(model, lora_config(cfg, family))
+        config = lora_config(cfg, family)
+        check_targets(model, list(config.target_modules or []))
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as exc:  # peft's own refusal of a target: a config mistake, said in one line
+            raise ConfigError(f"peft.target_modules: {' '.join(str(exc).split())[:200]}") from None
         check_lora_alive(model)
         return model, [n for n, _ in lora_layers(model)]
 
@@ -68,6 +101,7 @@ class LoraMethod:
         if not isinstance(model, PeftModel):
             raise ValueError("method lora expects the PeftModel returned by apply_peft")
         model.save_pretrained(str(out_dir))
+        _sort_target_modules(out_dir / "adapter_config.json")
         extra = [n for n in trainable if not _is_lora_weight(n)]
         if extra:
             save_tensors(model, extra, out_dir / EXTRA_FILE)
