@@ -11,12 +11,15 @@ from vlpeft.config import PretrainConfig
 from vlpeft.pretrain.common import warmup_cosine
 from vlpeft.pretrain.text import (
     IGNORE,
+    build_bart,
     build_gpt2,
     build_roberta,
     collate,
     encode_lines,
+    infill_spans,
     mask_tokens,
     pretrain_clm,
+    pretrain_denoise,
     pretrain_mlm,
 )
 from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
@@ -107,3 +110,33 @@ def test_clm_learns_and_reports(small):
     with torch.no_grad():
         ref = model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, IGNORE)).loss
     assert m["val_loss"] == pytest.approx(ref.item(), rel=1e-4)
+
+
+def test_infill_spans_masks_about_the_ratio_with_one_token_per_span():
+    g = torch.Generator().manual_seed(0)
+    seq = list(range(10, 210))
+    noisy = infill_spans(seq, mask_id=4, generator=g)
+    kept = [t for t in noisy if t != 4]
+    assert kept == [t for t in seq if t in set(kept)]  # order kept, nothing invented
+    dropped = len(seq) - len(kept)
+    assert 0.15 * len(seq) <= dropped <= 0.3 * len(seq)  # the 30 % budget is never exceeded
+    assert noisy.count(4) < dropped  # spans longer than one token collapse into one mask
+
+
+def test_bart_denoising_learns_and_saves_like_a_hub_model(small, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    cfg, base = small
+    tok = wrap_tokenizer(base, "roberta")
+    ids = encode_lines(LINES, tok, cfg.text.max_positions)
+    torch.manual_seed(0)
+    model = build_bart(cfg.model_copy(update={"text": cfg.text.model_copy(update={"steps": 80})}), tok)
+    assert model.config.decoder_start_token_id == tok.eos_token_id
+    cfg80 = cfg.model_copy(update={"text": cfg.text.model_copy(update={"steps": 80})})
+    m = pretrain_denoise(model, tok, ids, ids, cfg80, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert set(m) == {"train_loss", "val_loss", "val_token_accuracy"}
+    assert m["val_loss"] < 0.6 * math.log(len(tok))
+    model.save_pretrained(tmp_path / "bart")
+    tok.save_pretrained(tmp_path / "bart")
+    again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "bart")
+    assert again.config.model_type == "bart"

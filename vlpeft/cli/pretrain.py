@@ -24,14 +24,14 @@ def pretrain(
     metrics: Annotated[Path | None, typer.Option(help="pretraining metrics JSON")] = None,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="train only these parts: vit, roberta, gpt2 (repeatable)"),
+        typer.Option("--only", help="train only these parts: vit, roberta, gpt2, bart (repeatable)"),
     ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
 ) -> None:
     """Pre-train the tiny unimodal backbones of the embedded world and save them in Hugging Face format."""
     from vlpeft import stages
-    from vlpeft.pretrain import PARTS
+    from vlpeft.pretrain.run import ALL_PARTS
 
     result = stages.pretrain(load(params, sets), data=data, out=out, metrics=metrics, parts=only)
     seconds = result["seconds"]
@@ -55,7 +55,13 @@ def pretrain(
             f"gpt2: val CLM loss {g['val_loss']:.3f}, token accuracy {g['val_token_accuracy']:.3f} "
             f"in {seconds['gpt2']:.0f} s"
         )
-    typer.echo(f"wrote {', '.join(str(out / p) for p in PARTS if p in result)}")
+    if "bart" in result:
+        b = result["bart"]
+        typer.echo(
+            f"bart: val denoising loss {b['val_loss']:.3f}, token accuracy {b['val_token_accuracy']:.3f} "
+            f"in {seconds['bart']:.0f} s"
+        )
+    typer.echo(f"wrote {', '.join(str(out / p) for p in ALL_PARTS if p in result)}")
 
 
 @app.command("features")

@@ -24,9 +24,19 @@ from vlpeft.pretrain import text, vit
 from vlpeft.pretrain.common import default_device, seed_everything
 from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
 
-PARTS: tuple[str, ...] = ("vit", "roberta", "gpt2")
+PARTS: tuple[str, ...] = ("vit", "roberta", "gpt2")  # the default set (`vlpeft pretrain` without --only)
+OPTIONAL_PARTS: tuple[str, ...] = ("bart",)  # the generative setting's backbone: only when asked for
+ALL_PARTS: tuple[str, ...] = PARTS + OPTIONAL_PARTS
 PROVENANCE = "vlpeft_pretrain.json"
 MAX_VAL_LINES = 2000
+
+
+# Text part -> (builder, pretraining objective): MLM, causal LM, denoising.
+TEXT_OBJECTIVES = {
+    "roberta": (text.build_roberta, text.pretrain_mlm),
+    "gpt2": (text.build_gpt2, text.pretrain_clm),
+    "bart": (text.build_bart, text.pretrain_denoise),
+}
 
 
 def read_corpus(root: Path) -> list[str]:
@@ -95,9 +105,9 @@ def pretrain_backbones(
     Returns the metrics dict that is also written to ``metrics_path`` when given.
     """
     root, out = Path(data_root), Path(out_dir)
-    unknown = [p for p in parts if p not in PARTS]
+    unknown = [p for p in parts if p not in ALL_PARTS]
     if unknown or not parts:
-        raise DataError(f"pretrain parts {list(parts)!r}: choose from {', '.join(PARTS)}")
+        raise DataError(f"pretrain parts {list(parts)!r}: choose from {', '.join(ALL_PARTS)}")
     cfg, device = params.pretrain, device or default_device()
     metrics: dict[str, Any] = {"seconds": {}}
     models: dict[str, tuple[Any, Any]] = {}  # part -> (model, processor or tokenizer)
@@ -130,26 +140,23 @@ def pretrain_backbones(
         models["vit"] = (model.cpu(), vit.build_image_processor(cfg))
         metrics["seconds"]["vit"] = time.perf_counter() - t0
 
-    if "roberta" in parts or "gpt2" in parts:
+    if any(p in parts for p in ("roberta", "gpt2", "bart")):
         lines = read_corpus(root)
         provenance["corpus_sha256"] = _file_sha256(root / "corpus.txt")
         train_lines, val_lines = split_lines(lines, params.seed)
         base = train_word_tokenizer(train_lines)
         metrics["tokenizer"] = {"vocab_size": base.get_vocab_size(), "corpus_lines": len(lines)}
-        for part, style in (("roberta", "roberta"), ("gpt2", "gpt2")):
+        for part, style in (("roberta", "roberta"), ("gpt2", "gpt2"), ("bart", "roberta")):
             if part not in parts:
                 continue
             t0 = time.perf_counter()
             tok = wrap_tokenizer(base, style)
             train_ids = text.encode_lines(train_lines, tok, cfg.text.max_positions)
             val_ids = text.encode_lines(val_lines, tok, cfg.text.max_positions)
-            generator = seed_everything(params.seed + PARTS.index(part))
-            if part == "roberta":
-                model = text.build_roberta(cfg, tok)
-                metrics[part] = text.pretrain_mlm(model, tok, train_ids, val_ids, cfg, generator, device)
-            else:
-                model = text.build_gpt2(cfg, tok)
-                metrics[part] = text.pretrain_clm(model, tok, train_ids, val_ids, cfg, generator, device)
+            generator = seed_everything(params.seed + ALL_PARTS.index(part))
+            build, fit = TEXT_OBJECTIVES[part]
+            model = build(cfg, tok)
+            metrics[part] = fit(model, tok, train_ids, val_ids, cfg, generator, device)
             models[part] = (model.cpu(), tok)
             metrics["seconds"][part] = time.perf_counter() - t0
 

@@ -1,4 +1,5 @@
-"""Text-only pretraining of the tiny language backbones: RoBERTa-style masked LM, GPT-2-style causal LM.
+"""Text-only pretraining of the tiny language backbones: RoBERTa-style masked LM, GPT-2-style causal LM,
+and a BART-style encoder-decoder trained by text denoising (span infilling) for the generative setting.
 
 Sequences are ``<s> words </s>`` for both (the tokenizer's own specials), right-padded per batch. The loops
 are deliberately plain: a fixed number of steps over shuffled lines, AdamW with warm-up + cosine, and one
@@ -12,6 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
@@ -151,14 +154,17 @@ def _evaluate(
     device: torch.device,
     shift: bool,
     batch_size: int = 256,
+    decoder_labels: bool = False,
 ) -> tuple[float, float]:
-    """Token-weighted mean cross-entropy and accuracy over the labelled positions of ``val``."""
+    """Token-weighted mean cross-entropy and accuracy over the labelled positions of ``val``
+    (``decoder_labels``: an encoder-decoder, whose decoder inputs come from the labels)."""
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     for start in range(0, len(val), batch_size):
         ids, mask, labels = make_batch(val[start : start + batch_size])
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         labels = labels.to(device)
+        extra = {"labels": labels} if decoder_labels else {}
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.float()
         if shift:  # causal LM: position t predicts token t+1
             logits, labels = logits[:, :-1], labels[:, 1:]
         keep = labels != IGNORE
@@ -214,4 +220,91 @@ def pretrain_clm(
 
     train_loss = _run_steps(model, train, make, cfg, generator, device, "gpt2 clm")
     val_loss, val_acc = _evaluate(model, val, make, device, True)
+    return {"train_loss": train_loss, "val_loss": val_loss, "val_token_accuracy": val_acc}
+
+
+# Learned positions of the tiny BART: text plus the visual tokens packed behind it (up to two images of
+# patch tokens for NLVR2), so more rows than the pretraining text needs.
+BART_POSITIONS = 128
+
+
+def build_bart(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerFast) -> BartForConditionalGeneration:
+    """A fresh BART of the configured width, ``layers // 2`` encoder and decoder layers each (about the
+    compute of the other tiny LMs), decoder start = EOS as in ``facebook/bart-base``."""
+    half = max(1, cfg.layers // 2)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=cfg.width,
+        encoder_layers=half,
+        decoder_layers=half,
+        encoder_attention_heads=cfg.heads,
+        decoder_attention_heads=cfg.heads,
+        encoder_ffn_dim=cfg.ffn,
+        decoder_ffn_dim=cfg.ffn,
+        max_position_embeddings=max(BART_POSITIONS, cfg.text.max_positions),
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    model = BartForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def infill_spans(
+    seq: Sequence[int], mask_id: int, generator: torch.Generator, ratio: float = 0.3, mean_span: float = 3.0
+) -> list[int]:
+    """BART text infilling: spans (Poisson(``mean_span``) lengths, at least 1) covering about ``ratio`` of
+    the tokens are each replaced by one ``mask_id``."""
+    out: list[int] = []
+    budget = max(1, round(ratio * len(seq)))
+    i = 0
+    starts = torch.rand(len(seq), generator=generator)
+    lengths = torch.poisson(torch.full((len(seq),), mean_span), generator=generator).long().clamp(min=1)
+    while i < len(seq):
+        if budget > 0 and starts[i] < ratio / mean_span:
+            span = int(min(lengths[i], budget, len(seq) - i))
+            out.append(mask_id)
+            budget -= span
+            i += span
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
+
+
+def pretrain_denoise(
+    model: BartForConditionalGeneration,
+    tokenizer: PreTrainedTokenizerFast,
+    train: Sequence[list[int]],
+    val: Sequence[list[int]],
+    cfg: PretrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, float]:
+    """Denoising pretraining: encoder ``<s> corrupted </s>`` -> decoder ``words </s>`` (the target format of
+    the VL fine-tuning, which has no BOS); returns train/val loss and target-token accuracy."""
+    tk = tokenizer
+
+    def batch_with(gen: torch.Generator) -> Callable[[Sequence[list[int]]], Batch]:
+        def make(seqs: Sequence[list[int]]) -> Batch:
+            noisy = [infill_spans(s, tk.mask_token_id, gen) for s in seqs]
+            ids, mask = collate(noisy, tk.bos_token_id, tk.eos_token_id, tk.pad_token_id)
+            length = max(len(s) for s in seqs) + 1
+            labels = torch.full((len(seqs), length), IGNORE, dtype=torch.long)
+            for i, seq in enumerate(seqs):
+                labels[i, : len(seq) + 1] = torch.tensor([*seq, tk.eos_token_id])
+            return ids, mask, labels
+
+        return make
+
+    train_loss = _run_steps(model, train, batch_with(generator), cfg, generator, device, "bart denoise")
+    fixed = batch_with(torch.Generator().manual_seed(0))  # fixed corruption of the validation lines
+    val_loss, val_acc = _evaluate(model, val, fixed, device, False, decoder_labels=True)
     return {"train_loss": train_loss, "val_loss": val_loss, "val_token_accuracy": val_acc}
