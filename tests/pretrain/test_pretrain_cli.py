@@ -117,7 +117,7 @@ def test_tiny_backbones_fixture(tiny_backbones):
         (["pretrain", "--data", "{tmp}/nowhere", "--out", "{tmp}/m"], "not found"),
         (
             ["pretrain", "--data", "{world}", "--out", "{tmp}/m", "--only", "bert"],
-            "choose from vit, roberta, gpt2",
+            "choose from vit, roberta, gpt2, bart",
         ),
         (["pretrain", "--data", "{world}", "--set", "pretrain.heads=3"], "divisible by heads"),
         (["features", "--data", "{world}", "--encoder", "{tmp}/no-model", "--out", "{tmp}/f"], "cannot load"),
