@@ -9,6 +9,7 @@ the released code). No adapter library supports transformers 5, so this is our o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,8 +22,59 @@ from vlpeft.routing import check_kind, route
 from vlpeft.tuners.context import current_visual, expand_to_batch
 
 
-class BottleneckAdapter(nn.Module):
-    """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``.
+class Bottleneck(nn.Module):
+    """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``, for any ``down``/``up`` modules
+    with ``in_features`` (plain Linear, PHM, ...): the skeleton every adapter-family method shares."""
+
+    def __init__(
+        self,
+        down: nn.Module,
+        up: nn.Module,
+        routing: str = "none",
+        activation: str = "gelu",
+        skip: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation not in ACT2FN:
+            raise ConfigError(
+                f"peft.adapter.activation {activation!r} is unknown (valid: {', '.join(ACT2FN)})"
+            )
+        self.routing = check_kind(routing)
+        self.skip = skip
+        self.down = down
+        self.up = up
+        self.act = ACT2FN[activation]
+        self.activation = activation
+
+    def visual_down(self, h: torch.Tensor) -> torch.Tensor:
+        """``down(X_v)`` of the current visual context, expanded to the batch of ``h``."""
+        x_v = current_visual()
+        if x_v is None:
+            raise RuntimeError(
+                f"routed adapter ({self.routing}) called without visual features: wrap the forward in "
+                "vlpeft.tuners.visual_context(x_v)"
+            )
+        if x_v.shape[-1] != self.down.in_features:
+            raise ValueError(
+                f"visual features have width {x_v.shape[-1]} but the adapter expects "
+                f"{self.down.in_features}; use a projection or width-matched backbones"
+            )
+        dtype = next(self.down.parameters()).dtype
+        return self.down(expand_to_batch(x_v, h.shape[0]).to(h.device, dtype))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Adapter output for hidden states ``h`` (B, ..., d)."""
+        x = self.down(h.to(next(self.down.parameters()).dtype))
+        if self.routing != "none":
+            v = self.visual_down(h)
+            lead = x.shape[:-1]
+            x = route(self.routing, x.reshape(x.shape[0], -1, x.shape[-1]), v).reshape(*lead, x.shape[-1])
+        out = self.up(self.act(x)).to(h.dtype)
+        return h + out if self.skip else out
+
+
+class BottleneckAdapter(Bottleneck):
+    """The bottleneck with ``nn.Linear`` down/up projections (with biases).
 
     Weights N(0, init_std) and zero biases, as the paper's models initialise new linears.
     """
@@ -36,47 +88,17 @@ class BottleneckAdapter(nn.Module):
         skip: bool = True,
         init_std: float = 0.02,
     ) -> None:
-        super().__init__()
-        if activation not in ACT2FN:
-            raise ConfigError(
-                f"peft.adapter.activation {activation!r} is unknown (valid: {', '.join(ACT2FN)})"
-            )
-        self.routing = check_kind(routing)
-        self.skip = skip
-        self.down = nn.Linear(width, rank)
-        self.up = nn.Linear(rank, width)
-        self.act = ACT2FN[activation]
-        self.activation = activation
-        for lin in (self.down, self.up):
+        down, up = nn.Linear(width, rank), nn.Linear(rank, width)
+        for lin in (down, up):
             nn.init.normal_(lin.weight, std=init_std)
             nn.init.zeros_(lin.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Adapter output for hidden states ``h`` (B, ..., d)."""
-        x = self.down(h.to(self.down.weight.dtype))
-        if self.routing != "none":
-            x_v = current_visual()
-            if x_v is None:
-                raise RuntimeError(
-                    f"routed adapter ({self.routing}) called without visual features: wrap the forward in "
-                    "vlpeft.tuners.visual_context(x_v)"
-                )
-            if x_v.shape[-1] != self.down.in_features:
-                raise ValueError(
-                    f"visual features have width {x_v.shape[-1]} but the adapter expects "
-                    f"{self.down.in_features}; use a projection or width-matched backbones"
-                )
-            v = self.down(expand_to_batch(x_v, h.shape[0]).to(h.device, self.down.weight.dtype))
-            lead = x.shape[:-1]
-            x = route(self.routing, x.reshape(x.shape[0], -1, x.shape[-1]), v).reshape(*lead, x.shape[-1])
-        out = self.up(self.act(x)).to(h.dtype)
-        return h + out if self.skip else out
+        super().__init__(down, up, routing, activation, skip)
 
 
 class AdaptedOutput(nn.Module):
     """Wraps a sublayer output projection: ``forward(x) = adapter(base(x))``. ``base`` keeps its weights."""
 
-    def __init__(self, base: nn.Module, adapter: BottleneckAdapter) -> None:
+    def __init__(self, base: nn.Module, adapter: nn.Module) -> None:
         super().__init__()
         self.base = base
         self.adapter = adapter
@@ -113,8 +135,12 @@ def inject_adapters(
     skip: bool = True,
     init_std: float = 0.02,
     shared_per_block: bool = False,
+    factory: Callable[[int], nn.Module] | None = None,
 ) -> list[str]:
     """Wrap every module whose full name matches one of ``patterns`` with an adapter; return the names.
+
+    ``factory(width)`` builds each adapter (default: ``BottleneckAdapter(width, rank, routing, activation,
+    skip, init_std)``), so PHM or other bottlenecks reuse the same placement.
 
     With ``shared_per_block`` the positions of one transformer block (names up to the first ``.<index>``,
     e.g. ``transformer.h.3``) use one adapter module, as the released GPT-2 code does (paper-notes §A.5).
@@ -129,7 +155,12 @@ def inject_adapters(
     names = [n for n in names if not n.endswith(".base")]
     if not names:
         raise ConfigError(f"adapter targets {patterns} match no module of {type(model).__name__}")
-    shared: dict[str, BottleneckAdapter] = {}
+    if factory is None:
+
+        def factory(width: int) -> nn.Module:
+            return BottleneckAdapter(width, rank, routing, activation, skip, init_std)
+
+    shared: dict[str, nn.Module] = {}
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -139,7 +170,7 @@ def inject_adapters(
         adapter = shared.get(block) if block is not None else None
         if adapter is None:
             ref = base.weight
-            adapter = BottleneckAdapter(width, rank, routing, activation, skip, init_std)
+            adapter = factory(width)
             adapter.to(device=ref.device, dtype=ref.dtype)
             if block is not None:
                 shared[block] = adapter
@@ -159,9 +190,9 @@ def block_of(module_name: str) -> str:
     return match.group(1)
 
 
-def adapter_modules(model: nn.Module) -> list[tuple[str, BottleneckAdapter]]:
+def adapter_modules(model: nn.Module) -> list[tuple[str, Bottleneck]]:
     """All bottleneck adapters of ``model`` with their names (a shared adapter once)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, BottleneckAdapter)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Bottleneck)]
 
 
 def adapted_outputs(model: nn.Module) -> list[str]:
