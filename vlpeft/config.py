@@ -431,6 +431,76 @@ class RegistryConfig(Section):
     review_samples: int = Field(8, ge=0)
 
 
+# ---------------------------------------------------------------------------------------------- kfp
+
+
+class TolerationConfig(Section):
+    """One Kubernetes toleration of the GPU tasks (``kubectl explain pod.spec.tolerations``)."""
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class PodResources(Section):
+    """Requests of one kind of Kubeflow task: accelerators (0 = a CPU task), CPU, memory, /dev/shm size."""
+
+    gpus: int = Field(
+        0, ge=0, description="accelerators (kfp.gpu_type); > 1 on train runs torchrun in the pod"
+    )
+    cpu: str = Field("2", description="CPU request, Kubernetes quantity")
+    memory: str = Field("8Gi", description="memory request, Kubernetes quantity")
+    shm: str = Field("8Gi", description="size of the in-memory /dev/shm volume of GPU tasks")
+
+
+class KfpConfig(Section):
+    """The Kubeflow pipeline (``vlpeft kfp compile|submit|run-local``): image, GPUs, Secrets, volumes, retry.
+
+    Only names and sizes live here: Secret *values* (MLflow credentials, the Optuna database URL) are read in
+    the pods from the Kubernetes Secrets named below, never from params or the compiled pipeline.
+    """
+
+    image: str = Field("vlpeft:0.1.0", description="the image every task runs (tag it immutably)")
+    sweep_workers: int = Field(2, ge=1, description="sweep-worker pods in parallel (ParallelFor parallelism)")
+    gpu_type: str = Field("nvidia.com/gpu", description="accelerator resource name of GPU tasks")
+    node_selector: dict[str, str] = Field(
+        {"nvidia.com/gpu.present": "true"}, description="node labels GPU tasks are scheduled on"
+    )
+    tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]
+    features: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
+    sweep: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
+    train: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
+    cpu_task: PodResources = PodResources()
+    retries: int = Field(
+        2, ge=0, description="retries of GPU tasks (a retried train resumes from its checkpoint)"
+    )
+    retry_backoff: str = Field("60s", description="first retry delay; doubles each retry")
+    mlflow_secret: str = Field(
+        "vlpeft-mlflow", description="Secret with keys tracking_uri, username, password -> MLFLOW_TRACKING_*"
+    )
+    optuna_secret: str = Field("vlpeft-optuna", description="Secret with key url -> VLPEFT_SWEEP_STORAGE")
+    workspace_size: str = Field("20Gi", description="run workspace (checkpoints of train tasks, retries)")
+    workspace_storage_class: str | None = Field(None, description="storage class of the run workspace PVC")
+    data_pvc: str | None = Field(None, description="existing PVC with the real datasets (data.source coco)")
+    data_mount: str = Field(
+        "/mnt/data", description="where data_pvc is mounted; raw downloads in <mount>/raw"
+    )
+    pipeline_name: str = "vlpeft"
+
+    @model_validator(mode="after")
+    def _names(self) -> KfpConfig:
+        import re
+
+        for field in ("mlflow_secret", "optuna_secret") + (("data_pvc",) if self.data_pvc else ()):
+            value = getattr(self, field)
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value or ""):
+                raise ValueError(f"{field} {value!r} is not a Kubernetes object name (lower-case DNS name)")
+        if not self.image.strip() or any(c.isspace() for c in self.image):
+            raise ValueError(f"image {self.image!r} is not an image reference")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- root
 
 
@@ -460,6 +530,7 @@ class Params(Section):
     sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    kfp: KfpConfig = KfpConfig()
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_VARIANTS.items()},
         description="final variants: name -> {dotted.key: value} applied over the sweep's best values "

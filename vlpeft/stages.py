@@ -93,11 +93,13 @@ def localize_backbones(params: Params, models: str | Path | None) -> Params:
     return params.model_copy(update={"model": params.model.model_copy(update=update)})
 
 
-def uses_pretrain(params: Params) -> bool:
-    """True when some backbone is one of the pretrain stage's outputs (the embedded world)."""
-    return any(
-        (v := getattr(params.model, f)) and Path(v).parts[:1] == (PRETRAIN_DIR,) for f in BACKBONE_FIELDS
-    )
+def uses_pretrain(params: Params, tasks: Sequence[str] | None = None) -> bool:
+    """True when the vision encoder or the backbone of one of ``tasks`` (default ``sweep.tasks``) is one of
+    the pretrain stage's outputs (the embedded world)."""
+    from vlpeft.tasks import get_task
+
+    fields = ["vision"] + [get_task(t).backbone_field for t in (tasks or params.sweep.tasks)]
+    return any((v := getattr(params.model, f)) and Path(v).parts[:1] == (PRETRAIN_DIR,) for f in fields)
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -36,6 +36,9 @@ def train(
     headline: Annotated[
         Path | None, typer.Option("--metrics", help="also write the flat headline test metrics here (DVC)")
     ] = None,
+    models: Annotated[
+        Path | None, typer.Option(help="where the pretrain output is, when not ./models (Kubeflow)")
+    ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
 ) -> None:
@@ -51,7 +54,7 @@ def train(
     cfg = load(params, sets)
     result = stages.train(
         cfg, task, data=data, features=features, out=out, variant=variant, seed=seed, sweep_best=sweep_best,
-        headline=headline, resume=resume, evaluate_test=not no_test,
+        headline=headline, resume=resume, evaluate_test=not no_test, models=models,
     )  # fmt: skip
     if result:
         keys = [k for k in result if k.startswith("test.") and k.count(".") == 1] + ["val.best"]

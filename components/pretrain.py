@@ -1,0 +1,32 @@
+"""The ``pretrain`` stage (embedded world only): tokenizer and tiny ViT / RoBERTa / GPT-2."""
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+def pretrain(
+    params_yaml: str,
+    image: str,
+    run_id: str,
+    task_name: str,
+    data: Input[Dataset],
+    models: Output[Model],
+    metrics: Output[Metrics],
+):
+    """``vlpeft.stages.pretrain``; the validation figures of each backbone go to the KFP UI."""
+    import os
+    import tempfile
+
+    from vlpeft import stages
+    from vlpeft.config import flatten
+    from vlpeft.kfp_task import open_task
+
+    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
+                       inputs={"data": data.uri}, outputs={"models": models.uri})  # fmt: skip
+    metrics_file = os.path.join(tempfile.mkdtemp(), "pretrain.json")
+    result = stages.pretrain(params, data=data.path, out=models.path, metrics=metrics_file)
+    for key, value in flatten({k: v for k, v in result.items() if k != "seconds"}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(key, float(value))
+
+
+STAGES = (pretrain,)

@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline of vlpeft: the DAG (``vlpeft_pipeline``), compile and submit (``compile``)."""
