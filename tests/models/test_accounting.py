@@ -18,7 +18,13 @@ from vlpeft.models.visual_embedding import VlT5VisualEmbedding
 WIDTH = 16  # the tiny backbones of tests/models/conftest.py
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "vladapter"
 # VL-Adapter (CVPR 2022) Table 1, "Updated Params (%)" column, by our config file name.
-TABLE1 = {"full-ft": 100.00, "single-adapter": 4.18, "single-lora": 5.93, "single-compacter": 2.70}
+TABLE1 = {
+    "full-ft": 100.00,
+    "single-adapter": 4.18,
+    "single-lora": 5.93,
+    "single-compacter": 2.70,
+    "single-prompt": 2.00,
+}
 
 # BART-base: d, FFN, layers, vocabulary (+ VL-T5's 200 tokens), learned positions (1024 + BART's offset 2).
 D, FFN, LAYERS, VOCAB, POS = 768, 3072, 6, 50265 + 200, 1026
@@ -61,6 +67,7 @@ def test_table1_column_on_meta_bart_base(row):
         # 36 q/v projections (encoder self, decoder self and cross); all biases (Linear + LayerNorm)
         "single-lora": 36 * 2 * r * D + VISUAL_EMBEDDING + 125_952,
         # PHM down and up, n = 2, each with its own 2x2x2 rule and a bias
+        "single-prompt": 40 * D + (D * 800 + 800) + (800 * D + D) + VISUAL_EMBEDDING,
         "single-compacter": 30 * (2 * D * r // 2 + 2 * 2**3 + r + D) + VISUAL_EMBEDDING + LAYERNORMS,
     }[row]
     assert report["trainable"] == hand

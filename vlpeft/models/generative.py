@@ -96,8 +96,12 @@ class GenerativeVL(VLModel):
     def encoder_inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, x_v: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder ``inputs_embeds`` and mask: text, then the visual tokens when the prefix is on."""
+        """Encoder ``inputs_embeds`` and mask: [prompt (method prompt);] text, then the visual tokens when the
+        prefix is on."""
+        from vlpeft.tuners.prompt.encoder import prepend_prompt
+
         embeds = self.hf.get_encoder().embed_tokens(input_ids)  # BART's scaled embedding when configured
+        embeds, attention_mask = prepend_prompt(self.hf, embeds, attention_mask)  # the input-token hook
         prefix = self.prefix_embeds(x_v)
         if prefix is None:
             return embeds, attention_mask
