@@ -381,7 +381,12 @@ class SweepConfig(Section):
         True, description="tpe/random: the first trials visit every routing, rank and method value once"
     )
     routing: list[RoutingKind] = Field(["none", "mul", "vl"], min_length=1)
-    rank: list[int] = Field([4, 8], min_length=1)
+    rank: list[int] | None = Field(
+        [4, 8],
+        min_length=1,
+        description="ranks to search; None = the task's own peft.rank, not searched (so a changed "
+        "<task>.peft.rank reaches every trial and the final variants)",
+    )
     method: list[RankedMethod] = Field(["lora"], min_length=1)
     lr: list[float] | None = Field(
         None,
@@ -406,7 +411,7 @@ class SweepConfig(Section):
         unknown = [t for t in self.tasks if t not in list_tasks(sweepable=True)]
         if unknown:
             raise ValueError(f"tasks {unknown} are not among {list_tasks(sweepable=True)}")
-        if any(r < 1 for r in self.rank):
+        if self.rank is not None and any(r < 1 for r in self.rank):
             raise ValueError(f"rank values must be >= 1 (got {self.rank})")
         if self.lr is not None:
             if not self.lr or any(v <= 0 for v in self.lr):

@@ -32,14 +32,16 @@ def sets(values):
 
 
 def test_pretrain_and_features_cli(tiny_world, tmp_path, capsys):
-    models, metrics = tmp_path / "models", tmp_path / "metrics" / "pretrain.json"
-    code = main(
-        ["pretrain", "--data", str(tiny_world), "--out", str(models), "--metrics", str(metrics), *sets(TINY)]
-    )
+    models, metrics = tmp_path / "models", tmp_path / "pretrain_metrics.json"
+    headline = tmp_path / "metrics" / "pretrain.json"
+    args = ["pretrain", "--data", str(tiny_world), "--out", str(models), "--metrics", str(metrics)]
+    code = main([*args, "--headline", str(headline), *sets(TINY)])
     assert code == 0
     assert "vit: val bitwise accuracy" in capsys.readouterr().out
 
     m = json.loads(metrics.read_text())
+    # The DVC metrics file: one flat health figure, the ViT's validation bitwise accuracy (3 decimals).
+    assert json.loads(headline.read_text()) == {"ViT": round(m["vit"]["bitwise_accuracy"], 3)}
     assert {"bitwise_accuracy", "prior_bitwise_accuracy", "count_accuracy", "val_loss"} <= set(m["vit"])
     assert set(m["vit"]["blocks"]) == {
         "color_shape",

@@ -1,4 +1,4 @@
-"""``vlpeft train --variant --seed --sweep-best --metrics``: one final run as dvc.yaml's matrix starts it."""
+"""``vlpeft train --variant --seed --sweep-best --headline``: one final run as dvc.yaml's matrix starts it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_train_cli_runs_a_variant_with_seed_and_writes_flat_headlines(tiny_world
     features = str(train_backbones["features"])
     rc = main(["train", "--task", "vqa", "--data", str(tiny_world), "--features", features, "--out", str(out),
                "--params", str(params), "--variant", "blind", "--seed", "5",
-               "--sweep-best", str(best), "--metrics", str(headline)])  # fmt: skip
+               "--sweep-best", str(best), "--headline", str(headline)])  # fmt: skip
     assert rc == 0
     full = json.loads((out / "metrics.json").read_text())
     # blind = the sweep's rank, routing none, no visual prefix; the seed is the run's

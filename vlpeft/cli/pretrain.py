@@ -21,7 +21,12 @@ def pretrain(
     out: Annotated[Path, typer.Option("--out", "-o", help="models dir (gets vit/, roberta/, gpt2/)")] = Path(
         "models"
     ),
-    metrics: Annotated[Path | None, typer.Option(help="pretraining metrics JSON")] = None,
+    metrics: Annotated[
+        Path | None, typer.Option(help="pretraining metrics JSON (every part, every block)")
+    ] = None,
+    headline: Annotated[
+        Path | None, typer.Option(help="flat pretraining health figures JSON (the DVC metrics file)")
+    ] = None,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="train only these parts: vit, roberta, gpt2, bart (repeatable)"),
@@ -31,9 +36,14 @@ def pretrain(
 ) -> None:
     """Pre-train the tiny unimodal backbones of the embedded world and save them in Hugging Face format."""
     from vlpeft import stages
-    from vlpeft.pretrain.run import ALL_PARTS
+    from vlpeft.io import write_json
+    from vlpeft.pretrain.run import ALL_PARTS, health_metrics
 
+    if headline is not None:
+        Path(headline).unlink(missing_ok=True)  # a failed run leaves no stale health figures
     result = stages.pretrain(load(params, sets), data=data, out=out, metrics=metrics, parts=only)
+    if headline is not None:
+        write_json(headline, health_metrics(result))
     seconds = result["seconds"]
     if "vit" in result:
         v = result["vit"]

@@ -34,7 +34,8 @@ def train(
         Path | None, typer.Option(help="the sweep's best_params.json, merged before the variant's overrides")
     ] = None,
     headline: Annotated[
-        Path | None, typer.Option("--metrics", help="also write the flat headline test metrics here (DVC)")
+        Path | None,
+        typer.Option(help="also write the flat headline test figures here (the DVC metrics file)"),
     ] = None,
     models: Annotated[
         Path | None, typer.Option(help="where the pretrain output is, when not ./models (Kubeflow)")
@@ -50,7 +51,7 @@ def train(
 
     task = task_name.value  # a name of the task table
     if headline is not None and no_test:
-        raise ConfigError("--metrics: the headline metrics are test metrics: drop --no-test")
+        raise ConfigError("--headline: the headline figures are test metrics: drop --no-test")
     cfg = load(params, sets)
     result = stages.train(
         cfg, task, data=data, features=features, out=out, variant=variant, seed=seed, sweep_best=sweep_best,

@@ -26,7 +26,7 @@ from vlpeft.config import Params, Task
 from vlpeft.errors import ConfigError, TrainingError
 from vlpeft.io import write_json, write_text
 from vlpeft.sweep import report
-from vlpeft.sweep.space import queue_plan
+from vlpeft.sweep.space import queue_plan, with_task_rank
 from vlpeft.sweep.storage import (
     open_storage,
     prepare_study,
@@ -184,8 +184,9 @@ def prepare_sweep(
     processes, other nodes, Kubeflow tasks) only load the study. The parent run stays open until
     ``finish_sweep``.
     """
-    sweep = params.sweep
     get_task(task, what="--task")
+    params = with_task_rank(params, task)
+    sweep = params.sweep
     n = n_trials or sweep.n_trials
     n_workers = workers or sweep.workers
     timeout = timeout if timeout is not None else sweep.timeout
@@ -379,7 +380,7 @@ def write_outputs(
     trials = study.get_trials(deepcopy=False)
     records = report_records(study)
     report.write_records(out, records)
-    routings, ranks = list(sweep.routing), list(sweep.rank)
+    routings, ranks = list(sweep.routing), list(with_task_rank(params, task).sweep.rank or [])
     title = f"{task}: routing × rank ({study.study_name})"
     write_text(out / "table.md", report.table_markdown(records, routings, ranks, title, maximize))
     report.write_heatmap(out / "routing_rank.png", records, routings, ranks, title, maximize)

@@ -9,12 +9,23 @@ import itertools
 from typing import Any
 
 from vlpeft.config import Params, SweepConfig, Task, deep_merge, params_from_dict, params_to_dict
+from vlpeft.errors import ConfigError
 
 PEFT_KEYS = ("rank", "routing", "method")  # trial values that live under <task>.peft
 
 
+def with_task_rank(params: Params, task: Task) -> Params:
+    """``sweep.rank: null`` = the task's own ``peft.rank``: filled in once, before the study is prepared."""
+    if params.sweep.rank is not None:
+        return params
+    rank = [params.task(task).peft.rank]
+    return params.model_copy(update={"sweep": params.sweep.model_copy(update={"rank": rank})})
+
+
 def searched(sweep: SweepConfig) -> dict[str, list[Any]]:
     """The categorical dimensions of the space: routing and rank always; method when it has 2+ values."""
+    if sweep.rank is None:
+        raise ConfigError("sweep.rank: null is the task's rank: resolve it with with_task_rank first")
     space: dict[str, list[Any]] = {"routing": list(sweep.routing), "rank": list(sweep.rank)}
     if len(sweep.method) > 1:
         space["method"] = list(sweep.method)
