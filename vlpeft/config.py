@@ -90,7 +90,9 @@ class WorldConfig(Section):
         [], description="also write GQA-like (gqa/) and NLVR2-like (nlvr/) files over the same images"
     )
     gqa_questions_per_image: int = Field(3, ge=1, description="GQA-like questions per image")
-    nlvr_statements_per_pair: int = Field(2, ge=2, description="NLVR2-like statements per image pair (even)")
+    nlvr_sentences_per_set: int = Field(
+        2, ge=1, description="NLVR2-like sentences per set of two image pairs (each true for one pair)"
+    )
 
 
 class DataConfig(Section):
@@ -311,6 +313,37 @@ class CaptionTrainConfig(TrainConfig):
     peft: PeftConfig = PeftConfig(routing="vl")
 
 
+GenerativeTask = Literal["vqa", "gqa", "nlvr", "caption"]
+
+
+class MultiTaskConfig(TrainConfig):
+    """VL-Adapter's multi-task setting: one encoder-decoder (``model.generative_backbone``) trained on VQA,
+    GQA, NLVR2 and captions as text generation, each step one task's batch (``train --task multitask``).
+
+    ``batch_sizes`` are per task and per optimizer step (``batch_size`` is not used); VL-Adapter's ratios are
+    VQA B, GQA 100/60·B, NLVR2 20/60·B, captions 50/60·B. Validation each epoch on ``val_samples`` samples
+    (images for captions) of every task; ``val_metric`` = the mean of VQA accuracy, GQA accuracy, NLVR2
+    accuracy (percent) and CIDEr × 100, VL-Adapter's Table 1 average.
+    """
+
+    tasks: list[GenerativeTask] = Field(["vqa", "gqa", "nlvr", "caption"], min_length=1)
+    batch_sizes: dict[GenerativeTask, int] = {"vqa": 64, "gqa": 64, "nlvr": 32, "caption": 64}
+    task_prefix: bool = Field(True, description='"vqa: ", "gqa: ", "nlvr: ", "caption: " before the text')
+    max_answer_tokens: int = Field(10, ge=1, description="VQA/GQA target length (VL-Adapter: 10)")
+    val_samples: int = Field(200, ge=1, description="validation samples per task each epoch")
+    answer_beams: int = Field(1, ge=1, description="beams for VQA/GQA answers (VL-Adapter: greedy)")
+    caption_beams: int = Field(1, ge=1, description="beams for test captions (VL-Adapter: 5)")
+
+    @model_validator(mode="after")
+    def _batch_sizes_cover_tasks(self) -> MultiTaskConfig:
+        missing = [t for t in self.tasks if t not in self.batch_sizes or self.batch_sizes[t] < 1]
+        if missing:
+            raise ValueError(f"batch_sizes needs a size >= 1 for {missing}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks {self.tasks} name a task twice")
+        return self
+
+
 class EvaluateConfig(Section):
     """Test-split evaluation: generation settings and which caption metrics run (``vlpeft.eval``)."""
 
@@ -433,6 +466,7 @@ class TrackingConfig(Section):
 class RegistryConfig(Section):
     vqa_name: str = "vlpeft-vqa"
     caption_name: str = "vlpeft-caption"
+    multitask_name: str = "vlpeft-multitask"
     review_samples: int = Field(8, ge=0)
 
 
@@ -531,6 +565,7 @@ class Params(Section):
     model: ModelConfig = ModelConfig()
     vqa: TrainConfig = TrainConfig()
     caption: CaptionTrainConfig = CaptionTrainConfig()
+    multitask: MultiTaskConfig = MultiTaskConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()

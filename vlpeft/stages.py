@@ -454,9 +454,13 @@ def add_run(
 
 def registered_name(params: Params, task: str) -> str:
     """The registered model name of ``task`` (``params.registry``)."""
+    from vlpeft.errors import ConfigError
     from vlpeft.tasks import get_task
 
-    return getattr(params.registry, get_task(task).registry_field)
+    spec = get_task(task)
+    if not spec.registrable:
+        raise ConfigError(f"task {task}: registering its models is not supported yet")
+    return getattr(params.registry, spec.registry_field)
 
 
 def register(

@@ -53,6 +53,7 @@ class TaskSpec:
     test_metric: str
     registry_field: str
     sweepable: bool = True
+    registrable: bool = True
     loss_fallback: str | None = None
 
     @property
@@ -102,6 +103,20 @@ TASKS: dict[str, TaskSpec] = {
             registry_field="caption_name",
             loss_fallback="val_cider_images",
         ),
+        TaskSpec(
+            name="multitask",
+            section="multitask",
+            family="generative",
+            binding="vlpeft.train.multitask.data:build_multitask",
+            loss="per step one task's batch: VQA sampled-answer CE x soft score, GQA/NLVR2 per-sample CE, "
+            "captions per-token CE (VL-Adapter)",
+            metric="val_average",
+            direction="maximize",
+            test_metric="average",
+            registry_field="multitask_name",
+            sweepable=False,
+            registrable=False,  # no pyfunc/review for the generative family yet
+        ),
     )
 }
 
@@ -122,3 +137,4 @@ def get_task(name: str, *, what: str = "task") -> TaskSpec:
 # The task names as an Enum, for CLI options: typer lists its values as the choices in ``--help`` and
 # refuses anything else. Built from the table, so a new entry is a new choice.
 TaskName = enum.Enum("TaskName", {name: name for name in TASKS}, type=str)  # type: ignore[misc]
+SweepTaskName = enum.Enum("SweepTaskName", {n: n for n in list_tasks(sweepable=True)}, type=str)  # type: ignore[misc]

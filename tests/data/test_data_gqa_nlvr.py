@@ -58,6 +58,13 @@ def test_nlvr_like_statements_are_true_or_false_about_the_pair_and_balanced(worl
     for split in ("train", "valid", "test"):
         records = load_nlvr(root, split)
         assert Counter(r.label for r in records)[0] == Counter(r.label for r in records)[1]
+        # NLVR2's consistency groups (identifier with the pair id blanked): each sentence is true for one
+        # pair of its set and false for the other
+        groups: dict[str, list[int]] = {}
+        for r in records:
+            parts = r.identifier.split("-")
+            groups.setdefault("-".join(parts[:2] + [""] + parts[3:]), []).append(r.label)
+        assert groups and all(sorted(v) == [0, 1] for v in groups.values())
     checked = 0
     for r in load_nlvr(root, "train"):
         left, right = scenes[names[r.img0]["id"]], scenes[names[r.img1]["id"]]

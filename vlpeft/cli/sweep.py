@@ -9,12 +9,12 @@ import typer
 
 from vlpeft.cli import app
 from vlpeft.cli.common import ParamsOption, SetOption, load
-from vlpeft.tasks import TaskName
+from vlpeft.tasks import SweepTaskName
 
 
 @app.command("sweep")
 def sweep(
-    task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
+    task_name: Annotated[SweepTaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
     data: Annotated[Path, typer.Option("--data", help="dataset root (data synth / data prepare output)")],
     features: Annotated[Path, typer.Option("--features", help="feature store directory")],
     out: Annotated[Path, typer.Option("--out", help="output directory of the sweep")],

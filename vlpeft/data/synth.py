@@ -61,7 +61,7 @@ def _extra_corpus(cfg: WorldConfig, scene: Any, previous: Any, rng: np.random.Ge
     if "gqa" in cfg.extra_tasks:
         out.extend(f"{q} {a}" for q, a in gqa_questions(scene["objects"], rng, cfg.gqa_questions_per_image))
     if "nlvr" in cfg.extra_tasks and previous is not None:
-        pairs = nlvr_statements(previous["objects"], scene["objects"], rng, cfg.nlvr_statements_per_pair)
+        pairs = nlvr_statements(previous["objects"], scene["objects"], rng, cfg.nlvr_sentences_per_set)
         out.extend(f"{t} {'true' if y else 'false'}" for t, y in pairs)
     return out
 
@@ -80,7 +80,7 @@ def _write_extra_tasks(
         counts["gqa"] = {s: len(r) for s, r in splits.items()}
     if "nlvr" in cfg.extra_tasks:
         files = {e.image_id: f"images/{e.split}/{e.file_name}" for e in images}
-        splits, table = make_nlvr(scenes, files, seed, cfg.nlvr_statements_per_pair)
+        splits, table = make_nlvr(scenes, files, seed, cfg.nlvr_sentences_per_set)
         for split, rows in splits.items():
             _dump(root / "nlvr" / f"{split}.json", rows)
         _dump(root / "nlvr" / "images.json", table)

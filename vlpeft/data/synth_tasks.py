@@ -185,27 +185,54 @@ def nlvr_statements(
     return out
 
 
+def nlvr_contrast(
+    pair_a: tuple[Sequence[Obj], Sequence[Obj]],
+    pair_b: tuple[Sequence[Obj], Sequence[Obj]],
+    rng: np.random.Generator,
+    n: int,
+) -> list[tuple[str, int, int]]:
+    """Up to ``n`` distinct statements true for one image pair and false for the other, as NLVR2's sentences
+    are written for a set of pairs: ``(text, label on pair a, label on pair b)``."""
+    out: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+    for _ in range(60 * n):
+        if len(out) == n:
+            break
+        text, truth = _statements(rng)
+        a, b = int(truth(*pair_a)), int(truth(*pair_b))
+        if text not in seen and a != b:
+            seen.add(text)
+            out.append((text, a, b))
+    return out
+
+
 def make_nlvr(
-    scenes: Sequence[Mapping[str, Any]], files: Mapping[int, str], seed: int, per_pair: int
+    scenes: Sequence[Mapping[str, Any]], files: Mapping[int, str], seed: int, per_set: int
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """The NLVR2-like splits in the LXMERT format, and the image table (name -> world id and file)."""
+    """The NLVR2-like splits in the LXMERT format, and the image table (name -> world id and file).
+
+    Four images make a set of two pairs; each sentence of a set is true for one pair and false for the other
+    (labels exactly balanced), so NLVR2's consistency (every pair of a sentence right) is meaningful.
+    Identifiers follow NLVR2: ``split-set-pair-sentence``.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     images: dict[str, dict[str, Any]] = {}
     for split_idx, (split, world_split) in enumerate(WORLD_SPLIT["nlvr"].items()):
         in_split = [s for s in scenes if s["split"] == world_split]
         rng = np.random.default_rng([seed, _NLVR_STREAM, split_idx])
-        order = rng.permutation(len(in_split))
+        order = [in_split[i] for i in rng.permutation(len(in_split))]
         rows: list[dict[str, Any]] = []
-        for pair in range(len(order) // 2):
-            left, right = in_split[order[2 * pair]], in_split[order[2 * pair + 1]]
-            stem = f"{split}-{pair}-0"
-            for side, scene in (("img0", left), ("img1", right)):
-                images[f"{stem}-{side}"] = {"id": scene["image_id"], "file": files[scene["image_id"]]}
-            found = nlvr_statements(left["objects"], right["objects"], rng, per_pair)
-            if len(found) % 2:  # keep labels exactly balanced
-                found = found[:-1]
-            for k, (text, label) in enumerate(found):
-                rows.append({"identifier": f"{stem}-{k}", "img0": f"{stem}-img0", "img1": f"{stem}-img1",
-                             "label": label, "sent": text, "uid": f"nlvr2_{split}_{len(rows)}"})  # fmt: skip
+        for set_id in range(len(order) // 4):
+            quad = order[4 * set_id : 4 * set_id + 4]
+            pairs = [(quad[0], quad[1]), (quad[2], quad[3])]
+            for p, (left, right) in enumerate(pairs):
+                for side, scene in (("img0", left), ("img1", right)):
+                    images[f"{split}-{set_id}-{p}-{side}"] = {"id": scene["image_id"], "file": files[scene["image_id"]]}
+            objs = [(left["objects"], right["objects"]) for left, right in pairs]
+            for k, (text, *labels) in enumerate(nlvr_contrast(objs[0], objs[1], rng, per_set)):
+                for p, label in enumerate(labels):
+                    stem = f"{split}-{set_id}-{p}"
+                    rows.append({"identifier": f"{stem}-{k}", "img0": f"{stem}-img0", "img1": f"{stem}-img1",
+                                 "label": label, "sent": text, "uid": f"nlvr2_{split}_{len(rows)}"})  # fmt: skip
         out[split] = rows
     return out, images

@@ -50,6 +50,14 @@ def epoch_steps(
         yield b, batch_idx, prepare_step(data, batch_idx, world_size, rank, accum)
 
 
+def planned_steps(
+    data: Any, batches: list[list[int]], start: int, world_size: int, rank: int, accum: int
+) -> Iterator[tuple[int, list[int], Prepared]]:
+    """Like ``epoch_steps``, for a data set that plans its own batches (``epoch_plan``, multi-task)."""
+    for b in range(start, len(batches)):
+        yield b, batches[b], prepare_step(data, batches[b], world_size, rank, accum)
+
+
 class Prefetcher:
     """Iterate ``items`` with up to ``depth`` of them produced ahead by one background thread.
 

@@ -26,7 +26,7 @@ from vlpeft.errors import TrainingError
 from vlpeft.io import atomic_dir, prev_path, remove_orphans, write_json
 from vlpeft.tracking.base import Tracker
 from vlpeft.train import sampler
-from vlpeft.train.batches import Prefetcher, Prepared, epoch_steps
+from vlpeft.train.batches import Prefetcher, Prepared, epoch_steps, planned_steps
 from vlpeft.train.checkpoint import (
     SaveModel,
     find_checkpoint,
@@ -53,6 +53,9 @@ class TrainData(Protocol):
     def units(self, batch: Batch) -> int:
         """How many terms the model's ``.loss`` averages over (samples; supervised tokens for captions)."""
         ...
+
+    # Optional: ``epoch_plan(seed, epoch) -> list[list[int]]``, the epoch's global batches in order, for data
+    # that plans its own batches (multi-task); ``cfg.batch_size`` is then not used.
 
 
 Validate = Callable[[nn.Module], dict[str, float]]
@@ -179,7 +182,10 @@ def fit(
     n = len(data)
     if n == 0:
         raise TrainingError("the training set is empty")
-    steps = sampler.steps_per_epoch(n, cfg.batch_size)
+    # A data set may plan its own batches (multi-task: each step one task's batch, per-task sizes); the plan
+    # of every epoch is a pure function of (seed, epoch) with the same number of steps.
+    plan_of = getattr(data, "epoch_plan", None)
+    steps = len(plan_of(cfg.seed, 0)) if plan_of else sampler.steps_per_epoch(n, cfg.batch_size)
     total_steps = steps * cfg.epochs
 
     model.to(device)
@@ -237,11 +243,16 @@ def fit(
     model.train()
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        order = sampler.epoch_order(n, cfg.seed, epoch)
         start = state["batch"]
-        items = epoch_steps(
-            data, order, cfg.batch_size, start, steps, ctx.world_size, ctx.rank, cfg.grad_accum
-        )
+        if plan_of is not None:
+            items = planned_steps(
+                data, plan_of(cfg.seed, epoch), start, ctx.world_size, ctx.rank, cfg.grad_accum
+            )
+        else:
+            order = sampler.epoch_order(n, cfg.seed, epoch)
+            items = epoch_steps(
+                data, order, cfg.batch_size, start, steps, ctx.world_size, ctx.rank, cfg.grad_accum
+            )
         bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=progress_on,
                    leave=False, dynamic_ncols=True)  # fmt: skip
         t0, seen = time.perf_counter(), 0

@@ -1,0 +1,220 @@
+"""Multi-task training (VL-Adapter's setting): the batch plan, resume, VQA targets, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toy_trainer import ToyData, build_model, config, make_validate
+
+from vlpeft.train import sampler
+from vlpeft.train.loop import fit
+from vlpeft.train.multitask import plan
+from vlpeft.train.multitask.tasks import sample_answer, vqa_answer_scores
+
+SIZES = {"vqa": 23, "gqa": 17, "nlvr": 6, "caption": 11}
+BATCH = {"vqa": 5, "gqa": 8, "nlvr": 2, "caption": 4}
+
+
+def test_plan_visits_every_batch_of_every_task_exactly_once():
+    offsets = plan.task_offsets(SIZES)
+    for epoch in range(3):
+        batches = plan.epoch_plan(SIZES, BATCH, seed=7, epoch=epoch)
+        assert len(batches) == plan.steps_per_epoch(SIZES, BATCH) == 5 + 3 + 3 + 3
+        seen = Counter()
+        for task, idx in batches:
+            lo, hi = offsets[task], offsets[task] + SIZES[task]
+            assert all(lo <= i < hi for i in idx)  # one task per batch
+            assert len(idx) <= BATCH[task]
+            seen.update(idx)
+        assert sorted(seen) == list(range(sum(SIZES.values()))) and set(seen.values()) == {1}
+        per_task = Counter(t for t, _ in batches)
+        assert per_task == {t: -(-n // BATCH[t]) for t, n in SIZES.items()}
+
+
+def test_plan_is_a_function_of_seed_and_epoch_alone():
+    a = plan.epoch_plan(SIZES, BATCH, seed=7, epoch=1)
+    assert plan.epoch_plan(dict(SIZES), dict(BATCH), seed=7, epoch=1) == a  # every rank computes this
+    assert plan.epoch_plan(SIZES, BATCH, seed=7, epoch=2) != a  # reshuffled every epoch
+    assert plan.epoch_plan(SIZES, BATCH, seed=8, epoch=1) != a
+    tasks_in_order = [t for t, _ in a]
+    assert tasks_in_order != sorted(tasks_in_order)  # tasks interleave
+    # each rank's micro-batches of a planned step partition the step's batch
+    for _, idx in a:
+        parts = [sampler.rank_micro_batches(idx, 2, r, 1)[0] for r in range(2)]
+        assert parts[0] + parts[1] == idx
+
+
+class PlannedToy(ToyData):
+    """The toy data split into two 'tasks' of different batch sizes, planned like the multi-task data."""
+
+    def __init__(self) -> None:
+        super().__init__(n=50)
+        self.sizes = {"a": 30, "b": 20}
+        self.batch_sizes = {"a": 8, "b": 3}
+        self.calls: list[list[int]] = []
+
+    def epoch_plan(self, seed: int, epoch: int) -> list[list[int]]:
+        return [idx for _, idx in plan.epoch_plan(self.sizes, self.batch_sizes, seed, epoch)]
+
+    def batch(self, indices):
+        self.calls.append(list(indices))
+        return super().batch(indices)
+
+
+class Crash(Exception):
+    pass
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_planned_loop_runs_the_plan_and_resumes_mid_epoch_exactly(tmp_path):
+    cfg = config(epochs=2, checkpoint_every=3)
+    data = PlannedToy()
+    model = build_model()
+    result = fit(model, data, cfg, tmp_path / "full", validate=make_validate(), progress=False)
+    steps = plan.steps_per_epoch(data.sizes, data.batch_sizes)
+    assert result.global_step == 2 * steps
+    assert data.calls == [b for e in range(2) for b in data.epoch_plan(cfg.seed, e)]
+    want = _weights(model)
+
+    def crash_at(step: int) -> None:
+        if step == steps + 5:  # mid second epoch (11 steps each), one step after the checkpoint of step 15
+            raise Crash
+
+    model = build_model()
+    with pytest.raises(Crash):
+        fit(model, PlannedToy(), cfg, tmp_path / "cut", validate=make_validate(), on_step=crash_at,
+            progress=False)  # fmt: skip
+    resumed_data = PlannedToy()
+    model = build_model()
+    again = fit(
+        model, resumed_data, cfg, tmp_path / "cut", validate=make_validate(), resume=True, progress=False
+    )
+    assert steps == 11 and again.resumed_from == {"epoch": 1, "batch": 4, "global_step": 15}
+    assert resumed_data.calls == data.epoch_plan(cfg.seed, 1)[4:]
+    got = _weights(model)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_vqa_target_is_sampled_in_proportion_to_its_soft_score():
+    answers = ["red"] * 6 + ["blue"] * 3 + ["green"]
+    scores = vqa_answer_scores(answers)
+    assert scores == pytest.approx({"red": 1.0, "blue": 0.9, "green": 0.3})
+    rng = np.random.default_rng(0)
+    draws = [sample_answer(scores, rng) for _ in range(20000)]
+    freq = Counter(a for a, _ in draws)
+    total = sum(scores.values())
+    for a, s in scores.items():
+        assert freq[a] / len(draws) == pytest.approx(s / total, abs=0.01)
+    assert all(w == scores[a] for a, w in draws)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def mt_setup(tmp_path_factory):
+    """A tiny world with GQA/NLVR2 files, a tiny ViT + BART (untrained) and a pooled feature store."""
+    from vlpeft.config import PretrainConfig, TextPretrainConfig, VitPretrainConfig, WorldConfig
+    from vlpeft.data.features import extract_features
+    from vlpeft.data.images import image_table
+    from vlpeft.data.synth import generate_world
+    from vlpeft.models.vision import VisionEncoder
+    from vlpeft.pretrain.run import read_corpus
+    from vlpeft.pretrain.text import build_bart
+    from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
+    from vlpeft.pretrain.vit import build_image_processor, build_vit
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("mt")
+    world = root / "world"
+    extra = {"extra_tasks": ["gqa", "nlvr"]}
+    sizes = {"n_train": 24, "n_val": 8, "n_test": 8, "corpus_scenes": 20}
+    generate_world(WorldConfig(image_size=32, **sizes, **extra), world, seed=0, progress=False)
+    vit = VitPretrainConfig(image_size=32, patch_size=16)
+    cfg = PretrainConfig(
+        width=16, layers=2, heads=2, ffn=32, vit=vit, text=TextPretrainConfig(max_positions=40)
+    )
+    build_vit(cfg).save_pretrained(root / "vit")
+    build_image_processor(cfg).save_pretrained(root / "vit")
+    tok = wrap_tokenizer(train_word_tokenizer(read_corpus(world)), "roberta")
+    build_bart(cfg, tok).save_pretrained(root / "bart")
+    tok.save_pretrained(root / "bart")
+    encoder = VisionEncoder.from_pretrained(str(root / "vit"))
+    extract_features(encoder, image_table(world), root / "features", batch_size=64)
+    return world, root
+
+
+def _params(root: Path, routing: str):
+    from vlpeft.config import params_from_dict
+
+    return params_from_dict(
+        {
+            "model": {"vision": str(root / "vit"), "generative_backbone": str(root / "bart")},
+            "multitask": {
+                "epochs": 2, "seed": 1, "lr": 5e-3, "val_samples": 4,
+                "batch_sizes": {"vqa": 16, "gqa": 16, "nlvr": 8, "caption": 16},
+                "max_train_samples": 16, "peft": {"rank": 4, "alpha": 4.0, "routing": routing},
+            },
+            "evaluate": {"batch_size": 16, "max_new_tokens": 6, "spice": "off"},
+            "data": {"max_caption_tokens": 12},
+            "tracking": {"enabled": False},
+        },
+        "tiny multitask params",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_setup, tmp_path):
+    from vlpeft.models import load_vl_model
+    from vlpeft.train.run import build_task, train_task
+
+    world, root = mt_setup
+    routing = "vl"  # routed LoRA in every encoder and decoder attention (routing none: the plain LoRA path)
+    params = _params(root, routing)
+    binding = build_task(params, "multitask", world, root / "features")
+    assert binding.sizes == {"vqa": 16, "gqa": 16, "nlvr": 16, "caption": 16}
+    planned = plan.epoch_plan(binding.sizes, params.multitask.batch_sizes, 1, 0)
+    assert binding.epoch_plan(1, 0) == [idx for _, idx in planned]
+    first = {task: idx for task, idx in reversed(planned)}
+    nlvr_batch = binding.batch(first["nlvr"])
+    assert nlvr_batch["task"] == "nlvr" and nlvr_batch["visual"].shape[1] == 2  # two pooled images
+    vqa_batch = binding.batch(first["vqa"])
+    assert vqa_batch["loss_reduction"] == "sample" and vqa_batch["sample_weights"].min() > 0
+
+    flat = train_task(params, "multitask", world, root / "features", tmp_path, progress=False)
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert len(curves) == 2
+    for key in ("val_vqa_accuracy", "val_gqa_accuracy", "val_nlvr_accuracy", "val_nlvr_consistency",
+                "val_caption_cider", "val_average"):  # fmt: skip
+        assert all(key in c for c in curves)
+    row = curves[-1]
+    heads = ("val_vqa_accuracy", "val_gqa_accuracy", "val_nlvr_accuracy", "val_caption_cider")
+    assert row["val_average"] == pytest.approx(sum(row[k] for k in heads) / 4)
+    assert flat["train.steps"] == 2 * plan.steps_per_epoch(binding.sizes, params.multitask.batch_sizes)
+    for task in ("vqa", "gqa", "nlvr", "caption"):
+        assert f"test.{task}.score" in flat
+    assert flat["test.average"] == pytest.approx(
+        sum(flat[f"test.{t}.score"] for t in ("vqa", "gqa", "nlvr", "caption")) / 4
+    )
+    vqa_preds = json.loads((tmp_path / "predictions_test_vqa.json").read_text())
+    assert set(vqa_preds[0]) == {"question_id", "answer"}
+    gqa_preds = json.loads((tmp_path / "predictions_test_gqa.json").read_text())
+    assert set(gqa_preds[0]) == {"questionId", "prediction"}
+    nlvr_lines = (tmp_path / "predictions_test_nlvr.csv").read_text().splitlines()
+    assert all(line.split(",")[1] in ("True", "False") for line in nlvr_lines)
+    captions = json.loads((tmp_path / "predictions_test_caption.json").read_text())
+    assert set(captions[0]) == {"image_id", "caption"}
+
+    model = load_vl_model(tmp_path / "last")
+    assert model.peft_cfg.routing == routing
+    gqa = binding.tasks["gqa"]
+    answers = gqa.generate(model, gqa.val[:2], binding.visual(gqa), 1, 4)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
