@@ -94,3 +94,32 @@ CONV1D_FAMILIES: frozenset[str] = frozenset({"gpt2"})
 def fan_in_fan_out(family: str) -> bool:
     """Whether ``family`` stores its projection weights transposed (GPT-2's ``Conv1D``)."""
     return family in CONV1D_FAMILIES
+
+
+# Hyperformer positions: (regex with groups stack and layer, position type) per family; the sublayer outputs
+# the adapters wrap (as ADAPTER_POSITIONS), split by stack, layer index and kind.
+_BART_HYPER = (
+    (r"(?P<stack>encoder|decoder)\.layers\.(?P<layer>\d+)\.self_attn\.out_proj$", "self_attention"),
+    (r"(?P<stack>decoder)\.layers\.(?P<layer>\d+)\.encoder_attn\.out_proj$", "cross_attention"),
+    (r"(?P<stack>encoder|decoder)\.layers\.(?P<layer>\d+)\.fc2$", "feed_forward"),
+)
+_T5_HYPER = (
+    (r"(?P<stack>encoder|decoder)\.block\.(?P<layer>\d+)\.layer\.\d+\.SelfAttention\.o$", "self_attention"),
+    (r"(?P<stack>decoder)\.block\.(?P<layer>\d+)\.layer\.\d+\.EncDecAttention\.o$", "cross_attention"),
+    (r"(?P<stack>encoder|decoder)\.block\.(?P<layer>\d+)\.layer\.\d+\.DenseReluDense\.wo$", "feed_forward"),
+)
+HYPER_POSITIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "bart": _BART_HYPER,
+    "mbart": _BART_HYPER,
+    "t5": _T5_HYPER,
+    "mt5": _T5_HYPER,
+}
+
+
+def hyper_positions(family: str) -> tuple[tuple[str, str], ...]:
+    """Hyperformer's (pattern, position type) table of ``family``."""
+    if family not in HYPER_POSITIONS:
+        raise ConfigError(
+            f"Hyperformer has no positions for model family {family!r} (known: {', '.join(HYPER_POSITIONS)})"
+        )
+    return HYPER_POSITIONS[family]

@@ -1,0 +1,18 @@
+"""Hyperformer: adapters generated per (task, layer, position) by one hypernetwork per stack."""
+
+from vlpeft.tuners.hyperformer.config import HyperformerConfig
+from vlpeft.tuners.registry import MethodSpec, register_method
+
+register_method(
+    MethodSpec(
+        name="hyperformer",
+        implementation="vlpeft.tuners.hyperformer.method:METHOD",
+        options=HyperformerConfig,
+        bottleneck=True,
+        ranked=True,
+        families=("bart", "mbart", "t5", "mt5"),  # encoder and decoder stacks (targets.HYPER_POSITIONS)
+        state_files=("vlpeft_hyperformer.safetensors",),
+        markers=("vlpeft_hyper.",),
+        description="task-conditioned hypernetworks (Hyperformer++), routing after the generated down",
+    )
+)
