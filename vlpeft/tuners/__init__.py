@@ -43,7 +43,17 @@ from typing import Any
 from vlpeft.tuners.registry import get_method, list_methods, register_method
 
 # The built-in method packages, in the order they are listed; importing one registers it.
-BUILTIN_METHODS: tuple[str, ...] = ("lora", "adapter", "full", "frozen", "compacter", "prompt", "hyperformer")
+BUILTIN_METHODS: tuple[str, ...] = (
+    "lora",
+    "adapter",
+    "full",
+    "frozen",
+    "compacter",
+    "prompt",
+    "hyperformer",
+    "bitfit",
+    "layernorm",
+)
 for _package in BUILTIN_METHODS:
     importlib.import_module(f"vlpeft.tuners.{_package}")
 

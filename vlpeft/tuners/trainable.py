@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vlpeft.errors import DataError
@@ -87,3 +88,13 @@ def load_tensors(model: nn.Module, path: Path, required: str | None = None) -> N
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
+
+
+def load_trainables(model: nn.Module, path: Path, names: list[str]) -> None:
+    """``load_tensors`` of a file that must hold exactly the parameters ``names`` (a saved trainable set)."""
+    load_tensors(model, path)
+    with safe_open(str(path), framework="pt") as fh:
+        stored = set(fh.keys())
+    missing = sorted(set(names) - stored)
+    if missing:
+        raise DataError(f"{path}: parameters {missing[:3]} are missing")
