@@ -236,11 +236,13 @@ def test_report_shows_what_each_variant_trained(vqa_run, tmp_path):
 
     out = vqa_run["out"]
     runs, metrics_dir = tmp_path / "runs", tmp_path / "metrics"
-    (runs / "vqa-best").mkdir(parents=True)
+    from vlpeft.eval.compare import headline_metrics
+
+    (runs / "vqa-best-0").mkdir(parents=True)
     metrics_dir.mkdir()
     trained = json.loads((out / "metrics.json").read_text())
-    (runs / "vqa-best" / "metrics.json").write_text(json.dumps(trained))
-    (metrics_dir / "vqa-best.json").write_text(json.dumps(trained["test"]))
+    (runs / "vqa-best-0" / "metrics.json").write_text(json.dumps(trained))
+    (metrics_dir / "vqa-best-0.json").write_text(json.dumps(headline_metrics("vqa", trained["test"])))
     out_json, out_md = tmp_path / "s.json", tmp_path / "s.md"
     argv = ["report", "--metrics", str(metrics_dir), "--runs", str(runs), "--out-json", str(out_json)]
     assert main([*argv, "--out-md", str(out_md)]) == 0
@@ -249,3 +251,6 @@ def test_report_shows_what_each_variant_trained(vqa_run, tmp_path):
     assert (row["method"], row["routing"], row["rank"]) == (peft.method, peft.routing, peft.rank)
     assert row["trainable"] == trained["model"]["trainable"]
     assert f"| best | lora | {peft.routing} | {peft.rank} |" in out_md.read_text()
+    assert json.loads(out_json.read_text())["vqa"]["rows"]["best"]["scores"]["overall"]["mean"] == round(
+        trained["test"]["overall"], 2
+    )
