@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # dvc.yaml's commands (`vlpeft ...`) run in a shell: the venv's console scripts must be on its PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup system run test lint format bench clean image image-local
+.PHONY: setup system run multitask test lint format bench clean image image-local
 
 setup: system $(STAMP)
 
@@ -48,6 +48,10 @@ run: setup
 	@git config user.email >/dev/null || git config user.email "vlpeft@localhost"
 	@git config user.name >/dev/null || git config user.name "vlpeft"
 	$(BIN)/dvc repro
+
+# VL-Adapter's multi-task setting (VQA + GQA + NLVR2 + captions on one BART), its own DVC pipeline.
+multitask: setup
+	cd multitask && dvc repro
 
 test: setup
 	$(BIN)/pytest -q

@@ -172,3 +172,32 @@ def test_routing_in_bart_adapters_equals_route(model_cfg, where):
     z = route("mul", adapter.down(h), adapter.down(x_v))
     want = h + adapter.up(adapter.act(z))
     torch.testing.assert_close(got, want)
+
+
+def test_clip_vision_encoder_loads_from_a_config_and_its_grid_pools_to_6x6(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    from vlpeft.models.vision import VisionEncoder, pool_grid
+
+    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision = CLIPVisionConfig(**small, image_size=28, patch_size=4)  # a 7x7 grid, as CLIP-B/32 at 224 px
+    text = CLIPTextConfig(**small)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict())).save_pretrained(
+        tmp_path
+    )
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(
+        tmp_path
+    )
+    enc = VisionEncoder.from_pretrained(str(tmp_path))
+    assert type(enc.model).__name__ == "CLIPVisionModel" and enc.grid == 7
+    from PIL import Image
+
+    pixels = enc.preprocess([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (28, 28), "blue")])
+    tokens = enc(pixels, kind="tokens")
+    assert tokens.shape == (2, 50, 16)
+    pooled = pool_grid(tokens, (6, 6))
+    assert pooled.shape == (2, 36, 16)
+    grid = tokens[:, 1:].reshape(2, 7, 7, 16)
+    # adaptive 7 -> 6: output cell (i, j) is the max over rows i..i+1 and columns j..j+1
+    torch.testing.assert_close(pooled[:, 0], grid[:, :2, :2].amax(dim=(1, 2)))
+    torch.testing.assert_close(pooled[:, 35], grid[:, 5:, 5:].amax(dim=(1, 2)))

@@ -218,3 +218,25 @@ def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_set
     gqa = binding.tasks["gqa"]
     answers = gqa.generate(model, gqa.val[:2], binding.visual(gqa), 1, 4)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_summary_table_has_every_task_and_the_average(tmp_path):
+    from vlpeft.train.multitask.summary import write_summary
+
+    for name, routing, scores in (
+        ("a", "none", (50.0, 40.0, 60.0, 80.0)),
+        ("b", "vl", (52.0, 41.0, 63.0, 90.0)),
+    ):
+        test = {t: {"score": s} for t, s in zip(("vqa", "gqa", "nlvr", "caption"), scores, strict=True)}
+        test["nlvr"]["consistency"] = 20.0
+        test["average"] = sum(scores) / 4
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(
+            json.dumps({"test": test, "model": {"routing": routing, "percent": 1.5}})
+        )
+    rows = write_summary(tmp_path, ["a", "b"], tmp_path / "s.md", tmp_path / "s.json", tmp_path / "s.png")
+    assert [r["average"] for r in rows] == [57.5, 61.5]
+    md = (tmp_path / "s.md").read_text().splitlines()
+    assert md[0].startswith("| run | routing | trainable % | VQA | GQA | NLVR2 | CIDEr | NLVR2 consistency")
+    assert md[3] == "| b | vl | 1.50 | 52.00 | 41.00 | 63.00 | 90.00 | 20.00 | 61.50 |"
+    assert (tmp_path / "s.png").stat().st_size > 0

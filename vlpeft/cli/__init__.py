@@ -55,7 +55,18 @@ def show_config(params: ParamsOption = None, sets: SetOption = None) -> None:
 
 def _register() -> None:
     # Imported here so that `vlpeft --help` stays fast and each group registers itself on `app`.
-    from vlpeft.cli import data, evaluate, kfp, params, pretrain, registry, report, sweep, train  # noqa: F401
+    from vlpeft.cli import (  # noqa: F401
+        data,
+        evaluate,
+        kfp,
+        multitask,
+        params,
+        pretrain,
+        registry,
+        report,
+        sweep,
+        train,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,11 @@ class VisionEncoder(nn.Module):
             model, info = ViTModel.from_pretrained(
                 name_or_path, add_pooling_layer=pooling == "pooler", output_loading_info=True, **kwargs
             )
+        elif config.model_type in ("clip", "clip_vision_model"):
+            from transformers import CLIPVisionModel
+
+            # A full CLIP checkpoint (e.g. openai/clip-vit-base-patch32) gives its vision tower only.
+            model, info = CLIPVisionModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
         else:
             model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
         if pooling == "pooler" and any(k.startswith("pooler") for k in info.get("missing_keys", ())):
@@ -103,6 +108,13 @@ class VisionEncoder(nn.Module):
             return hidden[:, 1:].mean(dim=1, keepdim=True)
         return out.pooler_output.unsqueeze(1)
 
+    @property
+    def grid(self) -> int:
+        """Side of the patch grid (e.g. 7 for ViT-B/32 at 224 px)."""
+        patch = self.model.config.patch_size
+        patch = patch[0] if isinstance(patch, list | tuple) else patch
+        return self.image_size // int(patch)
+
     def num_tokens(self, kind: FeatureKind) -> int:
         """``m`` for a feature kind: 1 for pooled, CLS + patches for tokens."""
         if kind == "pooled":
@@ -124,3 +136,15 @@ class VisionEncoder(nn.Module):
             digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+
+def pool_grid(tokens: torch.Tensor, size: tuple[int, int] = (6, 6)) -> torch.Tensor:
+    """Patch tokens (B, 1 + g·g, d), CLS first, -> (B, size[0]·size[1], d) by 2-D adaptive max-pooling of the
+    g×g grid (CLS dropped): VL-Adapter's ``--n_boxes 36 --downsample`` on CLIP's 7×7 grid."""
+    b, n, d = tokens.shape
+    g = round((n - 1) ** 0.5)
+    if g * g != n - 1:
+        raise ValueError(f"{n} tokens are not CLS + a square patch grid")
+    grid = tokens[:, 1:].transpose(1, 2).reshape(b, d, g, g)
+    pooled = torch.nn.functional.adaptive_max_pool2d(grid, size)
+    return pooled.flatten(2).transpose(1, 2)

@@ -1,0 +1,25 @@
+"""``vlpeft multitask-summary``: the multi-task table (per task + Table 1 average) of trained variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlpeft.cli import app
+
+
+@app.command("multitask-summary")
+def multitask_summary(
+    runs: Annotated[Path, typer.Option(help="dir holding one train output dir per run")],
+    names: Annotated[list[str], typer.Option("--name", help="run dir names, in table order (repeatable)")],
+    out_md: Annotated[Path, typer.Option(help="Markdown table")],
+    out_json: Annotated[Path, typer.Option(help="the table as JSON")],
+    plot: Annotated[Path | None, typer.Option(help="bar plot (PNG)")] = None,
+) -> None:
+    """Summarise multi-task runs: VQA, GQA, NLVR2 (+ consistency), CIDEr and their average per run."""
+    from vlpeft.train.multitask.summary import markdown, write_summary
+
+    rows = write_summary(runs, names, out_md, out_json, plot)
+    typer.echo(markdown(rows).rstrip())
