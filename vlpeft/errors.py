@@ -28,3 +28,7 @@ class TrainingError(UserError):
 
 class TrackingError(UserError):
     """The tracking server or model registry is unreachable or misconfigured."""
+
+
+class MissingProgramError(UserError):
+    """An external program a step needs (e.g. ``java`` for the caption metrics) is not on PATH."""

@@ -11,13 +11,14 @@ import re
 
 import pytest
 
-from vlpeft.errors import DataError
+from vlpeft.errors import DataError, MissingProgramError
 from vlpeft.eval import (
     check_caption_inputs,
     evaluate_caption_files,
     load_caption_references,
     spice_available,
 )
+from vlpeft.eval.caption import cider_score, score_captions
 
 WORDS = ["a", "red", "blue", "green", "square", "circle", "triangle", "small", "large", "on", "the", "left"]
 WORDS += ["right", "top", "bottom", "two", "three", "objects", "scene", "with", "and", "near", "Red", "Two"]
@@ -86,6 +87,10 @@ def test_caption_metrics_identical_to_cocoevalcap(tmp_path, monkeypatch):
     assert {int(k): v["METEOR"] for k, v in per_img.items()} == {
         i: e["METEOR"] for i, e in official.imgToEval.items()
     }
+    # validation CIDEr in training is this same scorer, alone
+    refs = load_caption_references(gt_path)
+    preds = {p["image_id"]: p["caption"] for p in json.loads(pred_path.read_text())}
+    assert cider_score(refs, preds) == official.eval["CIDEr"]
     ok, note = spice_available()
     if ok:  # pragma: no cover - the CoreNLP jars are not installable offline
         assert isinstance(written["SPICE"], float)
@@ -132,3 +137,11 @@ def test_ground_truth_image_without_captions_is_a_data_error(tmp_path):
         DataError, match=r"gt\.json: 1 image\(s\) without reference captions, e\.g\. image id 2"
     ):
         load_caption_references(path)
+
+
+@pytest.mark.parametrize("scorer", [score_captions, cider_score])
+def test_missing_java_is_one_error_class_with_one_line(scorer, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a real PATH without java
+    with pytest.raises(MissingProgramError, match=r"^java not found on PATH \(needed by ") as exc:
+        scorer({1: ["a cat"]}, {1: "a cat"})
+    assert "\n" not in str(exc.value)

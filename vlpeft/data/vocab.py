@@ -1,17 +1,20 @@
-"""The VQA answer vocabulary and soft scores (official VQA accuracy rule).
+"""The VQA answer vocabulary and its training targets, computed with the official evaluation's own functions.
 
-Soft score of answer ``a`` given the annotators' answers: the mean, over the leave-one-out subsets (10 for
-VQAv2), of ``min(1, #matches in the subset / 3)``. With ``m`` of ``n`` annotators saying ``a`` this is
-``(m * min(1, (m-1)/3) + (n-m) * min(1, m/3)) / n``: 1 match -> 0.3, 2 -> 0.6, 3 -> 0.9, >= 4 -> 1.0.
+One owner per rule: answers are normalized by :func:`vlpeft.eval.normalize_answer` and scored by
+:func:`vlpeft.eval.answer_accuracy` (the leave-one-out rule: 1 of 10 annotators -> 0.3, 2 -> 0.6, 3 -> 0.9,
+4 or more -> 1.0), the functions the evaluator uses and its tests check against the official code.
 
-Answers are compared after ``normalize_answer`` (lower case, trimmed, punctuation, number words and
-articles handled as in the official evaluation script; its contraction table is not applied, and an answer
-that would normalize to the empty string keeps its plain lower-case form).
+The vocabulary *always* normalizes, deliberately: "Two", "two" and "2" are one class, and a question's
+target gives each class the official accuracy its normalized form would get if every answer were
+normalized (the ``legacy`` rule for the prediction, and ``master``'s rule for a question whose answers
+disagree). The official code on master leaves a question whose (cleaned) answers are all identical
+unnormalized, so there a class scores 0 unless its normalized form equals the answer as written (ten
+"t-shirt": the class "t shirt" scores 0 at evaluation; in the embedded world every answer is already in
+normalized form, so this never happens there).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,59 +23,9 @@ from typing import Any, Protocol
 import torch
 
 from vlpeft.errors import DataError
+from vlpeft.eval.vqa import answer_accuracy
+from vlpeft.eval.vqa_normalize import normalize_answer
 from vlpeft.io import read_json, write_json
-
-_PUNCT = [
-    ";",
-    "/",
-    "[",
-    "]",
-    '"',
-    "{",
-    "}",
-    "(",
-    ")",
-    "=",
-    "+",
-    "\\",
-    "_",
-    "-",
-    ">",
-    "<",
-    "@",
-    "`",
-    ",",
-    "?",
-    "!",
-]
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-_NUMBERS = {w: str(i) for i, w in enumerate(_NUMBER_WORDS)}
-_NUMBERS["none"] = "0"
-_ARTICLES = {"a", "an", "the"}
-
-
-def normalize_answer(text: str) -> str:
-    """Official VQA answer normalization (punctuation, number words -> digits, articles dropped)."""
-    orig = text.replace("\n", " ").replace("\t", " ").strip().lower()
-    text = orig
-    for p in _PUNCT:  # the official script tests the original text, and replaces in the working copy
-        if (p + " " in orig or " " + p in orig) or _COMMA_STRIP.search(orig):
-            text = text.replace(p, "")
-        else:
-            text = text.replace(p, " ")
-    text = _PERIOD_STRIP.sub("", text)
-    words = [_NUMBERS.get(w, w) for w in text.split()]
-    # An answer that is nothing but an article ("a") would become "": keep its plain form instead.
-    return " ".join(w for w in words if w not in _ARTICLES) or " ".join(orig.split())
-
-
-def soft_score(matches: int, n: int = 10) -> float:
-    """Official accuracy of an answer given by ``matches`` of ``n`` annotators (leave-one-out average)."""
-    if n <= 1:
-        return float(min(1.0, matches / 3))
-    return (matches * min(1.0, (matches - 1) / 3) + (n - matches) * min(1.0, matches / 3)) / n
 
 
 class _HasAnswer(Protocol):
@@ -120,10 +73,9 @@ class AnswerVocab:
         return self._index[normalize_answer(answer)]
 
     def soft_scores(self, answers: Sequence[str]) -> dict[str, float]:
-        """Official soft score of each distinct (normalized) answer in ``answers`` (in vocab or not)."""
+        """Official accuracy of each distinct normalized answer among ``answers`` (in vocab or not)."""
         norm = [normalize_answer(a) for a in answers]
-        counts = Counter(norm)
-        return {a: soft_score(m, len(norm)) for a, m in counts.items()}
+        return {a: answer_accuracy(norm, a) for a in dict.fromkeys(norm)}
 
     def target_vector(self, answers: Sequence[str]) -> torch.Tensor:
         """Float32 vector of length ``len(self)``: soft score per vocabulary answer (0 for unseen answers)."""

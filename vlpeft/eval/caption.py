@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlpeft.errors import DataError, UserError
+from vlpeft.errors import DataError, MissingProgramError
 
 METRIC_KEYS: tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SPICE_JARS: tuple[str, ...] = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -101,6 +101,26 @@ def check_caption_inputs(
     return preds
 
 
+def require_java(needed_by: str, alternative: str = "") -> None:
+    """A one-line :class:`MissingProgramError` if ``java`` is not on PATH, naming who needs it."""
+    if shutil.which("java") is None:
+        raise MissingProgramError(
+            f"java not found on PATH (needed by {needed_by}): install a Java runtime{alternative}"
+        )
+
+
+def _tokenize(
+    ids: list[int], references: Mapping[int, Sequence[str]], predictions: Mapping[int, str]
+) -> tuple[dict, dict]:
+    """pycocoevalcap's PTB tokenization of references and predictions, as COCOEvalCap does it (Java)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": c} for c in references[i]] for i in ids})
+    res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
+    return gts, res
+
+
 def score_captions(
     references: Mapping[int, Sequence[str]],
     predictions: Mapping[int, str],
@@ -110,11 +130,27 @@ def score_captions(
 
     Image order is that of ``references`` (COCOEvalCap uses the ground-truth image order). Needs Java.
     """
-    if shutil.which("java") is None:
-        raise UserError("java not found on PATH: caption metrics need a Java runtime (PTBTokenizer, METEOR)")
+    require_java("the caption metrics: PTBTokenizer, METEOR")
     # pycocoevalcap prints progress to stdout (Bleu's n-gram counts...); keep stdout for our own output.
     with contextlib.redirect_stdout(io.StringIO()):
         return _score(list(references), references, predictions, spice)
+
+
+def cider_score(
+    references: Mapping[int, Sequence[str]], predictions: Mapping[int, str], alternative: str = ""
+) -> float:
+    """Corpus CIDEr alone (e.g. at every validation): the tokenizer and scorer of :func:`score_captions`.
+
+    The same value as ``score_captions(...).scores["CIDEr"]``, without METEOR's JVM start-up. Needs Java;
+    ``alternative`` is appended to the error line when it is missing (e.g. how to do without).
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    require_java("CIDEr: PTBTokenizer", alternative)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gts, res = _tokenize(list(references), references, predictions)
+        score, _ = Cider().compute_score(gts, res)
+    return float(score)
 
 
 def _score(
@@ -124,11 +160,8 @@ def _score(
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({i: [{"caption": c} for c in references[i]] for i in ids})
-    res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
+    gts, res = _tokenize(ids, references, predictions)
 
     scores: dict[str, float] = {}
     per_image: dict[int, dict[str, float]] = {i: {} for i in ids}

@@ -249,7 +249,7 @@ class CaptionTask:
         return out
 
     def validate(self, model: Any) -> dict[str, float]:
-        from vlpeft.train.cider import cider_score
+        from vlpeft.eval.caption import cider_score
 
         device = model_device(model)
         loss_sum, units = 0.0, 0
@@ -263,7 +263,8 @@ class CaptionTask:
         if k > 0:
             records = self.val_records[:k]
             preds = self.captions(model, records)
-            out["val_cider"] = cider_score({r.image_id: r.captions for r in records}, preds)
+            refs = {r.image_id: r.captions for r in records}
+            out["val_cider"] = cider_score(refs, preds, " or set caption.val_cider_images: 0")
         out["val_metric"] = out[self.metric_name]
         return out
 
