@@ -30,6 +30,7 @@ def test_headline_metrics_are_flat():
         "number": 76.0,
         "other": 65.1,
     }
+    assert headline_metrics("vqa", {**official, "revision": "master"})["revision"] == "master"
     caption = {"Bleu_1": 0.7, "Bleu_4": 0.45, "METEOR": 0.3, "ROUGE_L": 0.6, "CIDEr": 1.40512, "SPICE": None,
                "SPICE_note": "SPICE unavailable: /some/machine/path"}  # fmt: skip
     assert headline_metrics("caption", caption) == {
@@ -87,3 +88,11 @@ def test_report_cli_no_metrics_is_exit_2(tmp_path, capsys):
     assert main(["report", "--metrics", str(tmp_path), "--out-json", str(tmp_path / "s.json")]) == 2
     assert "no <task>-<variant>-<seed>.json" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_summary_names_the_vqa_revision():
+    runs = {v: {s: {**m, "revision": "master"} for s, m in by_seed.items()} for v, by_seed in VQA.items()}
+    summary = summarize("vqa", runs)
+    assert summary["revision"] == "master"
+    assert "official evaluation, vqaEval.py master" in to_markdown(summary)
+    assert "revision" not in summarize("vqa", VQA)  # older headline files without it: nothing claimed

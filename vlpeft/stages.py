@@ -378,8 +378,9 @@ def evaluate(
         if q is None or a is None:
             raise ConfigError("evaluate vqa: pass --questions and --annotations (or the data root)")
         m = evaluate_vqa_files(Path(q), Path(a), Path(predictions), Path(out),
-                               per_question_out=Path(per_item) if per_item else None)  # fmt: skip
-        return {"overall": m.overall, "perAnswerType": m.per_answer_type}
+                               per_question_out=Path(per_item) if per_item else None,
+                               revision=params.evaluate.vqa_revision)  # fmt: skip
+        return {"overall": m.overall, "perAnswerType": m.per_answer_type, "revision": m.revision}
     a = annotations or gt.get("annotations")
     if a is None:
         raise ConfigError("evaluate caption: pass --annotations (or the data root)")

@@ -34,17 +34,20 @@ SETTING_COLUMNS: tuple[str, ...] = ("method", "routing", "rank", "trainable")
 Headlines = Mapping[str, float | None]
 
 
-def headline_metrics(task: str, metrics: Mapping[str, Any]) -> dict[str, float | None]:
+def headline_metrics(task: str, metrics: Mapping[str, Any]) -> dict[str, float | str | None]:
     """The flat figures of one run's official test metrics (what DVC declares as its metrics file).
 
-    VQA: overall and per answer type (percent). Captions: BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE x100 as the
-    papers print them (SPICE ``None`` when it did not run).
+    VQA: overall and per answer type (percent), and the official ``vqaEval.py`` revision that produced them
+    (``revision``: master or legacy). Captions: BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE x100 as the papers
+    print them (SPICE ``None`` when it did not run).
     """
     if task == "vqa":
         per_type = metrics.get("perAnswerType", {})
-        out: dict[str, float | None] = {"overall": float(metrics["overall"])}
+        out: dict[str, float | str | None] = {"overall": float(metrics["overall"])}
         for col in VQA_COLUMNS[1:]:
             out[col] = float(per_type[col]) if col in per_type else None
+        if "revision" in metrics:
+            out["revision"] = str(metrics["revision"])
         return out
     return {
         col: (round(100.0 * float(metrics[col]), 2) if metrics.get(col) is not None else None)
@@ -87,6 +90,9 @@ def summarize(
             stats[col] = mean_std(values) if values else None
         rows[variant] = {**dict(settings.get(variant, {})), "seeds": sorted(by_seed), "scores": stats}
     out: dict[str, Any] = {"task": task, "metric": key, "rows": rows}
+    revisions = sorted({str(m["revision"]) for r in runs.values() for m in r.values() if m.get("revision")})
+    if revisions:  # which official vqaEval.py revision produced the numbers (several: they do not compare)
+        out["revision"] = ", ".join(revisions)
     for name, variant, baseline in GAINS:
         if variant not in runs or baseline not in runs:
             continue
@@ -120,6 +126,8 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     score_cols = list(columns(task))
     extra = [c for c in SETTING_COLUMNS if any(c in r for r in rows.values())]
     title = "VQA (soft accuracy %, official evaluation)" if task == "vqa" else "Captioning (x100)"
+    if summary.get("revision"):
+        title = title.replace("official evaluation", f"official evaluation, vqaEval.py {summary['revision']}")
     n = max((len(r["seeds"]) for r in rows.values()), default=0)
     spread = f", mean ± std over {n} seeds" if n > 1 else ", one seed"
     lines = [

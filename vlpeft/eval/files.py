@@ -5,7 +5,9 @@ Every problem with an input file is a one-line :class:`DataError` naming the fil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import gc
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,18 @@ def _object_with_list(path: Path, what: str, key: str) -> tuple[dict[str, Any], 
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise DataError(f"{path}: not a {what}: expected an object with a '{key}' list")
     return data, data[key]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while millions of acyclic JSON objects are built (~1.5x faster)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def load_vqa_ground_truth(
@@ -72,11 +86,12 @@ def evaluate_vqa_files(
 
     ``revision`` (``master`` or ``legacy``) picks the official code's rules; both files name it.
     """
-    gt, qdata = load_vqa_ground_truth(Path(questions), Path(annotations), revision)
-    results = read_json(predictions, "predictions file")
-    preds = check_vqa_predictions(results, gt, source=str(predictions))
-    _check_multiple_choice(qdata, preds, Path(questions), Path(predictions))
-    metrics = gt.score(preds, precision)
+    with _gc_paused():
+        gt, qdata = load_vqa_ground_truth(Path(questions), Path(annotations), revision)
+        results = read_json(predictions, "predictions file")
+        preds = check_vqa_predictions(results, gt, source=str(predictions))
+        _check_multiple_choice(qdata, preds, Path(questions), Path(predictions))
+        metrics = gt.score(preds, precision)
     if out is not None:
         write_json(out, metrics.to_json())
     if per_question_out is not None:

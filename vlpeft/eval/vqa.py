@@ -19,9 +19,10 @@ numbers are bit-identical, not merely close.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from vlpeft.errors import DataError
 from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevision, vqa_revision
@@ -36,8 +37,7 @@ class VqaRecordLike(Protocol):
     answer_type: str
 
 
-@dataclass(frozen=True)
-class _Question:
+class _Question(NamedTuple):  # a tuple, not a dataclass: 214k of them are built per evaluation
     answers: tuple[str, ...]  # ground truth as the revision compares it, in file order
     prediction: Callable[[str], str]  # how the revision normalizes this question's prediction
     # multiplicity of each answer dict (how many dicts equal it); None when all dicts are distinct
@@ -97,12 +97,12 @@ class VqaGroundTruth:
         for i, ann in enumerate(annotations):
             try:  # fast path: well-formed records (the checks below cost more than the evaluation itself)
                 qid, raw = ann["question_id"], ann["answers"]
-                texts = [a["answer"] for a in raw]
+                texts = list(map(_ANSWER, raw))
                 qtype, atype = ann["question_type"], ann["answer_type"]
                 well_formed = (
                     type(qid) is int
                     and bool(texts)
-                    and {type(t) for t in texts} == {str}
+                    and set(map(type, texts)) == _ONLY_STR
                     and type(qtype) is str
                     and type(atype) is str
                 )
@@ -168,11 +168,22 @@ class VqaGroundTruth:
         per_question: dict[int, float] = {}
         by_qtype: dict[str, list[float]] = {}
         by_atype: dict[str, list[float]] = {}
-        for qid, q in self._questions.items():
-            acc = _question_accuracy(q, q.prediction(predictions[qid]))
+        for qid, (answers, normalize, multiplicity, qtype, atype) in self._questions.items():
+            pred = normalize(predictions[qid])
+            # inlined answer_accuracy (this loop runs 214k times per evaluation): 0 and >= 4 matches first
+            matches = answers.count(pred)
+            if matches == 0:
+                acc = 0.0
+            elif multiplicity is not None:
+                acc = _accuracy_with_multiplicity(answers, multiplicity, pred, matches)
+            elif matches >= _ALWAYS_FULL:
+                acc = 1.0
+            else:
+                gt_acc = [min(1, (matches - (a == pred)) / 3) for a in answers]
+                acc = float(sum(gt_acc)) / len(gt_acc)
             per_question[qid] = acc
-            by_qtype.setdefault(q.question_type, []).append(acc)
-            by_atype.setdefault(q.answer_type, []).append(acc)
+            by_qtype.setdefault(qtype, []).append(acc)
+            by_atype.setdefault(atype, []).append(acc)
         return VqaMetrics(
             overall=_percent(list(per_question.values()), precision),
             per_answer_type={t: _percent(v, precision) for t, v in by_atype.items()},
@@ -181,6 +192,13 @@ class VqaGroundTruth:
             precision=precision,
             revision=self.revision,
         )
+
+
+_ONLY_STR = {str}
+_ANSWER, _ANSWER_ID = operator.itemgetter("answer"), operator.itemgetter("answer_id")
+# With 4 or more matches every leave-one-out subset keeps >= 3, so each term is the int 1 and the official
+# float(sum)/len is exactly 1.0: skipping the sum gives the same bits.
+_ALWAYS_FULL = 4
 
 
 def answer_accuracy(answers: Sequence[str], prediction: str) -> float:
@@ -193,21 +211,18 @@ def answer_accuracy(answers: Sequence[str], prediction: str) -> float:
     matches = answers.count(prediction)
     if matches == 0:
         return 0.0
+    if matches >= _ALWAYS_FULL:
+        return 1.0
     gt_acc = [min(1, (matches - (a == prediction)) / 3) for a in answers]
     return float(sum(gt_acc)) / len(gt_acc)
 
 
-def _question_accuracy(q: _Question, pred: str) -> float:
-    """Mean over leave-one-out subsets of min(1, matches/3): official operands, official summation order."""
-    if q.multiplicity is None:
-        return answer_accuracy(q.answers, pred)
-    matches = q.answers.count(pred)
-    if matches == 0:
-        return 0.0
-    gt_acc = [
-        min(1, (matches - (m if a == pred else 0)) / 3)
-        for a, m in zip(q.answers, q.multiplicity, strict=True)
-    ]
+def _accuracy_with_multiplicity(
+    answers: tuple[str, ...], multiplicity: tuple[int, ...], pred: str, matches: int
+) -> float:
+    """Leave-one-out mean when some answer dicts are equal: subset i drops all ``multiplicity[i]`` copies."""
+    pairs = zip(answers, multiplicity, strict=True)
+    gt_acc = [min(1, (matches - (m if a == pred else 0)) / 3) for a, m in pairs]
     return float(sum(gt_acc)) / len(gt_acc)
 
 
@@ -218,11 +233,10 @@ def _percent(values: list[float], precision: int) -> float:
 
 def _multiplicity(raw: list[Mapping[str, Any]], answers: tuple[str, ...]) -> tuple[int, ...] | None:
     """How many answer dicts equal each one after normalization (the official ``item != gtAnsDatum``)."""
-    ids = [a.get("answer_id") for a in raw]
     try:
-        if None not in ids and len(set(ids)) == len(ids):
+        if len(set(map(_ANSWER_ID, raw))) == len(raw):
             return None  # distinct answer ids: every dict differs from every other (the normal case)
-    except TypeError:  # unhashable answer ids: fall through to the pairwise comparison
+    except (KeyError, TypeError):  # an answer without an id, or unhashable ids: compare the dicts
         pass
     dicts = [{**a, "answer": ans} for a, ans in zip(raw, answers, strict=True)]
     mult = tuple(sum(1 for other in dicts if other == d) for d in dicts)
@@ -257,6 +271,20 @@ def _raise_for_annotation(ann: Any, i: int, source: str) -> None:
     raise DataError(f"{source}: annotation {i} is malformed")
 
 
+def _checked_result(entry: Any, i: int, source: str) -> tuple[int, str]:
+    """(question id, answer) of a results entry, or the one-line error naming what is wrong (slow path)."""
+    if not isinstance(entry, Mapping):
+        raise DataError(f"{source}: entry {i} is not an object")
+    qid = _question_id(entry.get("question_id"), f"{source}: entry {i}")
+    if "answer" not in entry:
+        raise DataError(f"{source}: entry {i} (question_id {qid}) has no 'answer'")
+    answer = entry["answer"]
+    if not isinstance(answer, str):
+        problem = "is null" if answer is None else f"must be a string, got {type(answer).__name__}"
+        raise DataError(f"{source}: entry {i} (question_id {qid}): answer {problem}")
+    return qid, answer
+
+
 def check_vqa_predictions(results: Any, gt: VqaGroundTruth, source: str = "predictions") -> dict[int, str]:
     """Validate an official results list (``[{question_id, answer}]``) against ``gt``; return id -> answer.
 
@@ -269,22 +297,18 @@ def check_vqa_predictions(results: Any, gt: VqaGroundTruth, source: str = "predi
             f"{source}: expected a list of {{question_id, answer}} objects, got {type(results).__name__}"
         )
     preds: dict[int, str] = {}
-    unknown: list[int] = []
     for i, entry in enumerate(results):
-        if not isinstance(entry, Mapping):
-            raise DataError(f"{source}: entry {i} is not an object")
-        qid = _question_id(entry.get("question_id"), f"{source}: entry {i}")
-        if "answer" not in entry:
-            raise DataError(f"{source}: entry {i} (question_id {qid}) has no 'answer'")
-        answer = entry["answer"]
-        if not isinstance(answer, str):
-            problem = "is null" if answer is None else f"must be a string, got {type(answer).__name__}"
-            raise DataError(f"{source}: entry {i} (question_id {qid}): answer {problem}")
+        try:  # fast path: a well-formed entry (building error context for every entry costs more)
+            qid, answer = entry["question_id"], entry["answer"]
+            well_formed = type(qid) is int and type(answer) is str
+        except (KeyError, TypeError, IndexError):
+            well_formed = False
+        if not well_formed:
+            qid, answer = _checked_result(entry, i, source)
         if qid in preds:
             raise DataError(f"{source}: question_id {qid} appears more than once")
-        if qid not in gt:
-            unknown.append(qid)
         preds[qid] = answer
+    unknown = [q for q in preds if q not in gt]
     if unknown:
         raise DataError(f"{source}: {len(unknown)} question id(s) not in {gt.source}, e.g. {unknown[0]}")
     if len(preds) != len(gt):

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from vlpeft.errors import ConfigError
 
@@ -136,8 +136,7 @@ VqaRevisionName = Literal["master", "legacy"]
 DEFAULT_REVISION: VqaRevisionName = "master"
 
 
-@dataclass(frozen=True)
-class QuestionRule:
+class QuestionRule(NamedTuple):
     """How one question is compared: its ground-truth answers as compared, and the prediction's normalizer."""
 
     answers: tuple[str, ...]
@@ -153,18 +152,23 @@ class VqaRevision:
     rule: Callable[[Sequence[str]], QuestionRule]
 
 
+# The official test is len(set(gtAnswers)) > 1; for a non-empty tuple that is "not all equal to the first",
+# which tuple.count decides without building a set (this runs once per question).
+
+
 def _master_rule(answers: Sequence[str]) -> QuestionRule:
-    cleaned = tuple(clean_answer(a) for a in answers)
-    if len(set(cleaned)) > 1:
+    cleaned = tuple(map(clean_answer, answers))
+    if cleaned and cleaned.count(cleaned[0]) != len(cleaned):
         # normalize_answer cleans again; cleaning is idempotent, so this is the official order exactly
-        return QuestionRule(tuple(normalize_answer(a) for a in cleaned), normalize_answer)
+        return QuestionRule(tuple(map(normalize_answer, cleaned)), normalize_answer)
     return QuestionRule(cleaned, clean_answer)
 
 
 def _legacy_rule(answers: Sequence[str]) -> QuestionRule:
-    if len(set(answers)) > 1:
-        return QuestionRule(tuple(process_punctuation(a) for a in answers), normalize_answer)
-    return QuestionRule(tuple(answers), normalize_answer)
+    raw = tuple(answers)
+    if raw and raw.count(raw[0]) != len(raw):
+        return QuestionRule(tuple(map(process_punctuation, raw)), normalize_answer)
+    return QuestionRule(raw, normalize_answer)
 
 
 REVISIONS: dict[str, VqaRevision] = {
