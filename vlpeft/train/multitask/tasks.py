@@ -139,7 +139,9 @@ class VqaGen(GenTask):
         from vlpeft.eval import VqaGroundTruth
 
         preds = self.predict(model, samples, visual)
-        return {"accuracy": VqaGroundTruth.from_records(samples, source="vqa val").score(preds).overall}
+        revision = self.params.evaluate.vqa_revision
+        gt = VqaGroundTruth.from_records(samples, source="vqa val", revision=revision)
+        return {"accuracy": gt.score(preds).overall}
 
     def test(self, model: Any, out_dir: Path, visual: Any) -> dict[str, Any]:
         from vlpeft.data.formats import annotations_path, questions_path
@@ -151,7 +153,10 @@ class VqaGen(GenTask):
         path = out_dir / "predictions_test_vqa.json"
         write_json(path, [{"question_id": q, "answer": a} for q, a in preds.items()], indent=None)
         metrics = evaluate_vqa_files(
-            questions_path(self.root, "test"), annotations_path(self.root, "test"), path
+            questions_path(self.root, "test"),
+            annotations_path(self.root, "test"),
+            path,
+            revision=self.params.evaluate.vqa_revision,
         )
         return {"score": metrics.overall, **metrics.to_json()}
 
