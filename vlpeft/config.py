@@ -155,6 +155,13 @@ class FeaturesConfig(Section):
     pooling: Literal["cls", "pooler", "mean"] = Field(
         "cls", description="cls = final-LayerNorm CLS token; pooler = the checkpoint's trained pooler"
     )
+    grid_pool: list[int] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[6, 6]: the tokens kind stores the patch grid max-pooled to 6x6 (VL-Adapter's 36 CLIP "
+        "grid features); null = every token",
+    )
 
 
 # ---------------------------------------------------------------------------------------- model/peft

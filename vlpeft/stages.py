@@ -205,6 +205,7 @@ def features(
             batch_size=fc.batch_size,
             shard_size=fc.shard_size,
             extra_provenance={"data_root": str(data)},
+            grid_pool=tuple(fc.grid_pool) if fc.grid_pool else None,
         )
         log_results(t, {"images": meta["n_images"], "width": meta["width"]}, Path(out) / "index.json")
     return meta

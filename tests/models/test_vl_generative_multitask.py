@@ -201,3 +201,15 @@ def test_clip_vision_encoder_loads_from_a_config_and_its_grid_pools_to_6x6(tmp_p
     # adaptive 7 -> 6: output cell (i, j) is the max over rows i..i+1 and columns j..j+1
     torch.testing.assert_close(pooled[:, 0], grid[:, :2, :2].amax(dim=(1, 2)))
     torch.testing.assert_close(pooled[:, 35], grid[:, 5:, 5:].amax(dim=(1, 2)))
+    # the feature store keeps the pooled grid when asked (features.grid_pool: [6, 6])
+    from vlpeft.data.features import FeatureStore, extract_features
+
+    for i, color in enumerate(("red", "blue")):
+        Image.new("RGB", (28, 28), color).save(tmp_path / f"{i}.png")
+    items = [(7, tmp_path / "0.png"), (9, tmp_path / "1.png")]
+    extract_features(enc, items, tmp_path / "store", kind="tokens", grid_pool=(6, 6))
+    store = FeatureStore(tmp_path / "store")
+    assert store.num_tokens("tokens") == 36 and store.provenance["grid_pool"] == [6, 6]
+    torch.testing.assert_close(
+        store.get([9], "tokens"), pool_grid(enc(enc.preprocess([Image.open(items[1][1])]), "tokens"))
+    )

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vlpeft.data.images import load_image
 from vlpeft.errors import DataError
 from vlpeft.io import atomic_dir, read_json, require_complete
-from vlpeft.models.vision import VisionEncoder
+from vlpeft.models.vision import VisionEncoder, pool_grid
 
 FORMAT, VERSION = "vlpeft-features", 1
 INDEX = "index.json"
@@ -60,8 +60,12 @@ def extract_features(
     batch_size: int = 256,
     shard_size: int = 4096,
     extra_provenance: dict[str, Any] | None = None,
+    grid_pool: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Run ``encoder`` (frozen, eval) over ``items`` = (image id, path) and write a store to ``out_dir``.
+
+    ``grid_pool`` (e.g. ``(6, 6)``): the ``tokens`` kind stores the patch grid max-pooled to that size (CLS
+    dropped; VL-Adapter's 36 CLIP grid features) instead of every token.
 
     The whole directory appears at once (temp dir + rename) or not at all. Returns the index without the
     per-image rows.
@@ -86,6 +90,7 @@ def extract_features(
         "dtype": dtype,
         "kinds": list(kinds),
         "width": encoder.width,
+        **({"grid_pool": list(grid_pool)} if grid_pool is not None else {}),
         **(extra_provenance or {}),
     }
     index: list[list[int]] = []
@@ -110,7 +115,10 @@ def extract_features(
             batch = items[start : start + batch_size]
             pixels = encoder.preprocess([load_image(Path(p)) for _, p in batch])
             with torch.inference_mode():
-                feats = {k: encoder(pixels, kind=k).to("cpu", torch_dtype) for k in kinds}
+                feats = {k: encoder(pixels, kind=k) for k in kinds}
+                if grid_pool is not None and "tokens" in feats:
+                    feats["tokens"] = pool_grid(feats["tokens"], tuple(grid_pool))
+                feats = {k: v.to("cpu", torch_dtype) for k, v in feats.items()}
             for k in kinds:
                 num_tokens[k] = feats[k].shape[1]
             # Split the batch at shard boundaries so every shard holds exactly shard_size rows.
