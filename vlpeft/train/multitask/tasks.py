@@ -250,7 +250,7 @@ class CaptionGen(GenTask):
         return {r.image_id: t for r, t in zip(records, texts, strict=True)}
 
     def score(self, model: Any, records: list[Any], visual: Any) -> dict[str, float]:
-        from vlpeft.train.cider import cider_score
+        from vlpeft.eval.caption import cider_score
 
         preds = self.captions(model, records, visual, 1)
         return {"cider": 100.0 * cider_score({r.image_id: r.captions for r in records}, preds)}
