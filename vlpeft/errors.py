@@ -32,3 +32,19 @@ class TrackingError(UserError):
 
 class MissingProgramError(UserError):
     """An external program a step needs (e.g. ``java`` for the caption metrics) is not on PATH."""
+
+
+def as_user_error(exc: BaseException) -> UserError | None:
+    """The user error a library exception stands for at the CLI boundary; None for a bug (keep its traceback).
+
+    Filesystem errors naming a file (permission denied, a parent that is a file, disk full, ...) and
+    unreadable safetensors files are the user's to fix, whichever command ran into them.
+    """
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, OSError) and exc.filename is not None:
+        names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return DataError(f"{names}: {exc.strerror or type(exc).__name__}")
+    if type(exc).__name__ == "SafetensorError":  # safetensors' Rust error type (not importable cheaply here)
+        return DataError(f"unreadable safetensors file ({' '.join(str(exc).split())[:200]})")
+    return None

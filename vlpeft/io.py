@@ -56,6 +56,36 @@ def _check_parent(path: Path) -> None:
         raise DataError(f"{path}: directory {path.parent} is not writable")
 
 
+def check_writable(*paths: str | Path | None) -> None:
+    """``DataError`` naming the culprit unless each output path (None: skipped) can be written: its nearest
+    existing ancestor is a writable directory. Nothing is created; stages call this before any work."""
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p).absolute()
+        for ancestor in path.parents:
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    raise DataError(f"{p}: cannot write here, {ancestor} is a file, not a directory")
+                if not os.access(ancestor, os.W_OK | os.X_OK):
+                    raise DataError(f"{p}: directory {ancestor} is not writable")
+                break
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create directory ``path`` (and its parents); a parent that is a file, or no permission, is a
+    ``DataError`` naming the path. Returns ``path``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file, not a directory")
+    _check_parent(path)
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create the directory ({exc.strerror or exc})") from None
+    return path
+
+
 def _alive(owner: str) -> bool:
     """Whether the writer of a staging dir (``<host>-<pid>``) may still be running: a process of this host
     that exists, or any process of another host (which cannot be checked from here)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from vlpeft.config import Params, Task, flatten
 from vlpeft.errors import ConfigError, DataError
+from vlpeft.io import check_writable
 from vlpeft.tracking.base import NullTracker, Tracker
 
 PRETRAIN_DIR = "models"  # what params call the pretrain stage's output (model.vision: models/vit, ...)
@@ -117,6 +118,7 @@ def data(
 
     Returns ``{"counts", "seconds"?}``; ``out`` is replaced atomically.
     """
+    check_writable(out)
     out = Path(out)
     if params.data.source == "synthetic":
         from vlpeft.data.synth import generate_world
@@ -158,6 +160,7 @@ def pretrain(
     tracker: Tracker | None = None,
 ) -> dict[str, Any]:
     """The ``pretrain`` stage: tokenizer + tiny ViT / RoBERTa / GPT-2 of the embedded world under ``out``."""
+    check_writable(out, metrics)
     from vlpeft.pretrain import PARTS, pretrain_backbones
 
     with _tracked(params, "pretrain", tracker) as t:
@@ -190,6 +193,7 @@ def features(
 
     Returns the store's index (without per-image rows).
     """
+    check_writable(out)
     from vlpeft.data.features import extract_features
     from vlpeft.data.images import image_table
 
@@ -231,6 +235,7 @@ def sweep_prepare(
     Returns a ``vlpeft.sweep.run.SweepSetup`` whose worker specs (``setup.specs``) the workers run; its
     ``spec_template()`` is what a Kubeflow sweep-worker task receives.
     """
+    check_writable(out)
     from vlpeft.sweep.run import prepare_sweep
 
     return prepare_sweep(
@@ -295,6 +300,7 @@ def sweep(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """The whole sweep on this machine: prepare -> local worker processes -> finish (``vlpeft sweep``)."""
+    check_writable(out)
     from vlpeft.sweep.run import run_sweep
 
     return run_sweep(
@@ -328,6 +334,7 @@ def train(
     training ``seed`` are applied in that order (``vlpeft.variants.resolve_variant``). ``headline`` also gets
     the flat headline test figures. Returns the flattened metrics (``test.overall``, ``val.best``, ...).
     """
+    check_writable(out, headline)
     from vlpeft.train.run import train_task
 
     task = check_task(task)
@@ -370,6 +377,7 @@ def evaluate(
 
     Ground truth: the explicit files, else the test split of ``data``. Returns the metrics JSON's content.
     """
+    check_writable(out, per_item)
     from vlpeft.eval.files import evaluate_caption_files, evaluate_vqa_files
 
     task = check_task(task)
@@ -409,6 +417,7 @@ def summary(
     Writes the summary JSON, the Markdown table and (if ``plot``) the chart; returns
     ``{"summaries", "markdown"}``.
     """
+    check_writable(out_json, out_md, plot)
     from vlpeft.eval.compare import read_runs, summarize, to_markdown, write_plot
     from vlpeft.io import write_json, write_text
 
@@ -437,6 +446,7 @@ def add_run(
 
     How a pipeline without a shared directory builds the summary's input one run at a time.
     """
+    check_writable(out)
     import shutil
 
     from vlpeft.io import write_json
@@ -480,6 +490,7 @@ def register(
     method, routing, rank, data and code version. ``models`` relocates the backbones a model saved in another
     pod references (see ``relocated_model``). Returns (and writes to ``out``) the version record.
     """
+    check_writable(out)
     from vlpeft.io import read_json, write_json
 
     name = name or registered_name(params, task)
@@ -554,6 +565,7 @@ def review(
     ``data`` is the data root the sample images come from (default ``<data.root>/<data.source>``; skipped
     when absent). Returns ``{"verdict", "html", "markdown"}``.
     """
+    check_writable(out)
     from vlpeft.tracking.report import verdict, write_review
     from vlpeft.tracking.review import gather_review
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from vlpeft.cli.common import ParamsOption, SetOption, load
-from vlpeft.errors import UserError
+from vlpeft.errors import as_user_error
 
 app = typer.Typer(
     name="vlpeft",
@@ -74,14 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     try:
         result = app(args=argv, standalone_mode=False)
-    except UserError as exc:
-        from rich.markup import escape
-
-        from vlpeft.redact import redact_text
-
-        line = " ".join(redact_text(str(exc)).split())  # one line, never a password
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        return exc.exit_code
     except typer.Abort:
         return 130
     except typer.exceptions.TyperException as exc:  # usage errors: typer prints them like click does
@@ -89,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        error = as_user_error(exc)  # ours, or a library's (filesystem, safetensors) that the user can fix
+        if error is None:
+            raise  # a bug: keep its traceback
+        from rich.markup import escape
+
+        from vlpeft.redact import redact_text
+
+        line = " ".join(redact_text(str(error)).split())  # one line, never a password
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return error.exit_code
     return result if isinstance(result, int) else 0
 
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from vlpeft.config import Params, Task
 from vlpeft.errors import ConfigError, TrainingError
-from vlpeft.io import write_json, write_text
+from vlpeft.io import ensure_dir, write_json, write_text
 from vlpeft.sweep import report
 from vlpeft.sweep.space import queue_plan, with_task_rank
 from vlpeft.sweep.storage import (
@@ -33,6 +33,7 @@ from vlpeft.sweep.storage import (
     recover_worker_trials,
     redact,
     resolve_storage,
+    study_lock,
     worker_id,
 )
 from vlpeft.sweep.study import study_direction
@@ -187,29 +188,40 @@ def prepare_sweep(
     get_task(task, what="--task")
     params = with_task_rank(params, task)
     sweep = params.sweep
-    n = n_trials or sweep.n_trials
-    n_workers = workers or sweep.workers
+    # An explicit 0 is a value, not "unset": refused below, never replaced by params.sweep.
+    n = sweep.n_trials if n_trials is None else n_trials
+    n_workers = sweep.workers if workers is None else workers
     timeout = timeout if timeout is not None else sweep.timeout
     if n < 1 or n_workers < 1 or (timeout is not None and timeout <= 0):
         raise ConfigError(f"sweep: n_trials {n}, workers {n_workers} and timeout {timeout} must be positive")
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    storage_url = resolve_storage(sweep.storage, out)
-    study_name = sweep.study_name or f"vlpeft-{task}"
+    if train_fn == DEFAULT_TRAIN_FN:  # the trainer's inputs, checked before any trial or output exists
+        from vlpeft.data.images import karpathy_images
+        from vlpeft.train.tasks import open_visual_store
 
-    storage = open_storage(storage_url, sweep)
-    plan = queue_plan(sweep, n, params.task(task).seed)
-    queued = prepare_study(storage, study_name, sweep, task, plan, study_direction(params, task))
-    study = optuna.load_study(study_name=study_name, storage=storage)
-
-    shown = _shown_params(params)
-    parent, uri = None, None
+        karpathy_images(data_root)
+        open_visual_store(params, task, Path(features_dir) if features_dir else None)
+    uri = None
     if params.tracking.enabled:
-        from vlpeft.sweep.trial_tracking import open_parent_run
         from vlpeft.tracking.preflight import check_tracking, tracking_uri
 
         uri = check_tracking(tracking_uri())
-        parent = open_parent_run(shown, task, study, redact(storage_url), uri)
+    out = ensure_dir(Path(out_dir).resolve())
+    storage_url = resolve_storage(sweep.storage, out)
+    study_name = sweep.study_name or f"vlpeft-{task}"
+
+    plan = queue_plan(sweep, n, params.task(task).seed)
+    shown = _shown_params(params)
+    parent = None
+    # Two sweeps started together must not both create the schema, both enqueue the slots or both open a
+    # parent run.
+    with study_lock(storage_url, study_name):
+        storage = open_storage(storage_url, sweep)
+        queued = prepare_study(storage, study_name, sweep, task, plan, study_direction(params, task))
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        if uri is not None:
+            from vlpeft.sweep.trial_tracking import open_parent_run
+
+            parent = open_parent_run(shown, task, study, redact(storage_url), uri)
 
     threads = sweep.threads_per_worker or max(1, _cores() // n_workers)
     deadline = time.time() + timeout if timeout is not None else None

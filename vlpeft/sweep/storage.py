@@ -9,9 +9,12 @@ worker died are new queued slots (``RetryHeartbeatStaleTrialCallback``) and are 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import socket
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.pool import NullPool
 
 from vlpeft.config import SweepConfig
 from vlpeft.dburl import resolve_driver
@@ -113,6 +117,61 @@ def open_storage(storage: str, sweep: SweepConfig, queue_only: bool = False) -> 
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200]
         raise ConfigError(f"sweep.storage {redact(storage)}: cannot open ({reason})") from None
+
+
+@contextlib.contextmanager
+def study_lock(storage: str, study_name: str) -> Iterator[None]:
+    """Hold a lock only one process at a time can hold for ``study_name`` on ``storage``, database-wide.
+
+    Preparing a study (create it, count its slots, enqueue the missing ones, open its MLflow parent run) is
+    a read-then-write: two sweeps started at the same instant would both see an empty study and both enqueue
+    every slot. Under this lock the second one sees the first one's slots and parent run. PostgreSQL: a
+    session advisory lock; MySQL: ``GET_LOCK``; sqlite and journal files: an ``fcntl`` lock on a file beside
+    the database (they are local to one machine, or to one NFS export for journals), left in place.
+    """
+    key = f"vlpeft-sweep:{study_name}"
+    if is_journal(storage) or storage.startswith("sqlite:"):
+        path = storage.removeprefix("journal:") if is_journal(storage) else storage.split(":///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        lock_path = Path(f"{path}.vlpeft-lock")  # not "<path>.lock": Optuna's journal lock file is that one
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as fh:
+            fcntl.lockf(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fh, fcntl.LOCK_UN)
+        return
+    from sqlalchemy import create_engine, text
+
+    url = resolve_driver(storage, "sweep.storage")
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    acquire, release = {
+        "postgresql": ("SELECT pg_advisory_lock(hashtext(:k))", "SELECT pg_advisory_unlock(hashtext(:k))"),
+        "mysql": ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"),
+    }.get(dialect, (None, None))
+    if acquire is None:  # another database: Optuna's own transactions are all there is
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        try:
+            conn = engine.connect()
+            conn.execute(text(acquire), {"k": key})
+            conn.commit()
+        except Exception as exc:  # down server, bad credentials: one line, like open_storage
+            reason = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"sweep.storage {redact(storage)}: cannot open ({reason})") from None
+        with conn:
+            try:
+                yield
+            finally:
+                conn.execute(text(release), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def space_fingerprint(sweep: SweepConfig, task: str, direction: str) -> str:
