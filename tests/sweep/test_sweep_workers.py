@@ -81,7 +81,9 @@ def test_two_workers_run_exactly_the_requested_trials(backend, tmp_path, monkeyp
     assert all(r["retry_of"] is None for r in records)
     assert {r["state"] for r in records} <= FINISHED
     assert sum(summary["states"].values()) == 10
-    assert len({r["worker"] for r in records}) == 2, "both worker processes ran trials"
+    # >= 2, not == 2: under heavy load the supervisor may replace a slow worker process (a new pid), which
+    # loses no trial (checked above); what matters is that trials were spread over processes.
+    assert len({r["worker"] for r in records}) >= 2, "both worker processes ran trials"
     # The storage itself agrees with the report.
     study = optuna.load_study(
         study_name="vlpeft-vqa", storage=open_storage(summary_storage(out, storage), params.sweep)
