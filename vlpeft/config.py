@@ -192,6 +192,16 @@ class _PeftCommon(Section):
     bias: Literal["none", "lora_only", "all"] = Field(
         "none", description="biases to train: none, those of the adapted layers (the paper), or all"
     )
+    sharing: Literal["single", "per_task", "shared_up", "shared_down"] = Field(
+        "single",
+        description="across tasks: single = one set for all; per_task = one per task; shared_up = per-task "
+        "down-projections, one up (VL-Adapter's half-shared); shared_down = one down, per-task ups",
+    )
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="tasks with their own modules (sharing other than single, Hyperformer's embeddings); "
+        "the multitask section fills it from multitask.tasks",
+    )
 
     @property
     def options(self) -> Any:
@@ -340,6 +350,15 @@ class MultiTaskConfig(TrainConfig):
     val_samples: int = Field(200, ge=1, description="validation samples per task each epoch")
     answer_beams: int = Field(1, ge=1, description="beams for VQA/GQA answers (VL-Adapter: greedy)")
     caption_beams: int = Field(1, ge=1, description="beams for test captions (VL-Adapter: 5)")
+
+    @model_validator(mode="after")
+    def _peft_tasks_are_the_tasks(self) -> MultiTaskConfig:
+        # The per-task PEFT modules (sharing, Hyperformer) are built for exactly the trained tasks.
+        if not self.peft.tasks:
+            self.peft.tasks = list(self.tasks)
+        elif sorted(self.peft.tasks) != sorted(self.tasks):
+            raise ValueError(f"peft.tasks {self.peft.tasks} must be the multitask tasks {self.tasks}")
+        return self
 
     @model_validator(mode="after")
     def _batch_sizes_cover_tasks(self) -> MultiTaskConfig:

@@ -25,6 +25,8 @@ TABLE1 = {
     "single-compacter": 2.70,
     "single-prompt": 2.00,
     "hyperformer": 5.79,
+    "multiple-adapters": 12.22,
+    "half-shared-adapters": 8.36,
 }
 
 # BART-base: d, FFN, layers, vocabulary (+ VL-T5's 200 tokens), learned positions (1024 + BART's offset 2).
@@ -50,7 +52,7 @@ def test_visual_embedding_has_vl_t5s_parameters():
 
 def test_meta_bart_base_is_built_without_weights():
     cfg = load_params([CONFIGS / "single-adapter.yaml"])
-    model = build_meta_model("generative", cfg.model, cfg.caption.peft)
+    model = build_meta_model("generative", cfg.model, cfg.multitask.peft)
     assert all(p.is_meta for p in model.parameters())
     assert model.vision is None
 
@@ -58,15 +60,18 @@ def test_meta_bart_base_is_built_without_weights():
 @pytest.mark.parametrize("row", sorted(TABLE1))
 def test_table1_column_on_meta_bart_base(row):
     params = load_params([CONFIGS / f"{row}.yaml"])
-    report = count_params(params, "caption", "generative")
+    report = count_params(params, "multitask")
     assert round(report["percent"], 2) == TABLE1[row]
     base = _bart_base_count() + VISUAL_EMBEDDING
-    r = params.caption.peft.rank
+    r = params.multitask.peft.rank
     hand = {  # trainable = the method's own parameters + always-trained visual embedding + LNs/biases
         "full-ft": base,
         "single-adapter": 30 * (2 * D * r + r + D) + VISUAL_EMBEDDING + LAYERNORMS,
         # 36 q/v projections (encoder self, decoder self and cross); all biases (Linear + LayerNorm)
         "single-lora": 36 * 2 * r * D + VISUAL_EMBEDDING + 125_952,
+        "multiple-adapters": 4 * 30 * (2 * D * r + r + D) + VISUAL_EMBEDDING + LAYERNORMS,
+        # one up (r -> d) per position, one down (d -> r) per task and position
+        "half-shared-adapters": 30 * ((r * D + D) + 4 * (D * r + r)) + VISUAL_EMBEDDING + LAYERNORMS,
         # table + tanh MLP; no LayerNorm trains
         "single-prompt": 40 * D + (D * 800 + 800) + (800 * D + D) + VISUAL_EMBEDDING,
         # 2 stacks: layer ids, 2E->128->8 task hypernet, LN(8); generators of 2 + 3 position types; 4 tasks
@@ -129,9 +134,7 @@ def test_count_command(capsys, tmp_path):
             "-p",
             str(CONFIGS / "single-lora.yaml"),
             "--section",
-            "caption",
-            "--family",
-            "generative",
+            "multitask",
             "--json",
         ]
     )
@@ -142,6 +145,6 @@ def test_count_command(capsys, tmp_path):
     assert "section 'nope' has no peft settings" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {generative_backbone: facebook/bart-large}\n")
-    assert main(["params", "count", "-p", str(bad), "--section", "caption", "--family", "generative"]) == 2
+    assert main(["params", "count", "-p", str(bad), "--section", "multitask"]) == 2
     assert "counting never downloads" in capsys.readouterr().err
     assert torch.get_default_device().type == "cpu"  # the meta device does not leak out of the builder

@@ -23,7 +23,8 @@ def _model(routing: str = "none"):
         method="hyperformer",
         rank=R,
         routing=routing,
-        hyperformer={"tasks": TASKS, "task_embedding_dim": E, "task_hidden_dim": HID, "projected_dim": P},
+        tasks=TASKS,
+        hyperformer={"task_embedding_dim": E, "task_hidden_dim": HID, "projected_dim": P},
     )
     model = apply_peft(tiny_bart(), cfg, "bart")
     gen = torch.Generator().manual_seed(4)

@@ -24,7 +24,10 @@ FAMILIES = {"roberta": tiny_roberta, "gpt2": tiny_gpt2, "bart": tiny_bart}
 IDS = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0))
 X_V = torch.randn(2, 1, WIDTH, generator=torch.Generator().manual_seed(1))
 SMALL = {  # small settings for the tiny models (rank 4 everywhere)
-    "hyperformer": {"hyperformer": {"task_embedding_dim": 6, "task_hidden_dim": 5, "projected_dim": 3}},
+    "hyperformer": {
+        "tasks": ["vqa", "gqa"],
+        "hyperformer": {"task_embedding_dim": 6, "task_hidden_dim": 5, "projected_dim": 3},
+    },
     "prompt": {"prompt": {"length": 3, "mid_dim": 8}},
 }
 CASES = [

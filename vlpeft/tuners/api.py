@@ -54,6 +54,11 @@ def method_spec(peft_cfg: PeftConfig, family: str) -> MethodSpec:
             f"peft.routing={peft_cfg.routing} needs method {' or '.join(list_methods(bottleneck=True))} "
             f"(got {spec.name}, which has no bottleneck for the visual features to enter)"
         )
+    if peft_cfg.sharing not in spec.sharing:
+        raise ConfigError(
+            f"peft.sharing={peft_cfg.sharing} is not available for method {spec.name} "
+            f"(available: {', '.join(spec.sharing)})"
+        )
     if not spec.supports(family):
         raise ConfigError(
             f"peft.method {spec.name} does not support model family {family!r} "

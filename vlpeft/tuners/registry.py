@@ -69,6 +69,7 @@ class MethodSpec:
     ``state_files``: the files it writes next to ``vlpeft_peft.json`` (documentation and checks).
     ``markers``: substrings that identify its own parameters' names (peft's ``prefix``, e.g. ``lora_``), so
     accounting can tell the method's parameters from trainable LayerNorms or biases.
+    ``sharing``: the ``peft.sharing`` modes it supports across tasks (``single`` = one set for all).
     """
 
     name: str
@@ -81,6 +82,7 @@ class MethodSpec:
     families: tuple[str, ...] | None = None
     state_files: tuple[str, ...] = field(default_factory=tuple)
     markers: tuple[str, ...] = field(default_factory=tuple)
+    sharing: tuple[str, ...] = ("single",)
     description: str = ""
 
     def impl(self) -> PeftMethod:

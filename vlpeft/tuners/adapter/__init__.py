@@ -9,6 +9,7 @@ register_method(
         implementation="vlpeft.tuners.adapter.method:METHOD",
         options=AdapterConfig,
         bottleneck=True,
+        sharing=("single", "per_task", "shared_up", "shared_down"),
         ranked=True,
         vision_tower=True,
         state_files=("vlpeft_adapter.safetensors",),

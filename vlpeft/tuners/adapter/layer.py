@@ -19,12 +19,25 @@ from transformers.pytorch_utils import Conv1D
 
 from vlpeft.errors import ConfigError
 from vlpeft.routing import check_kind, route
-from vlpeft.tuners.context import current_visual, expand_to_batch
+from vlpeft.tuners.context import current_visual, expand_to_batch, require_task
+
+# Sharing across tasks: (one down per task, one up per task). Shared = one module object for every task.
+SHARING: dict[str, tuple[bool, bool]] = {
+    "single": (False, False),
+    "per_task": (True, True),
+    "shared_up": (True, False),  # VL-Adapter's half-shared adapters (Table 1, 8.36 %)
+    "shared_down": (False, True),
+}
 
 
 class Bottleneck(nn.Module):
     """``down (d→r) → route → act → up (r→d)``, plus the input when ``skip``, for any ``down``/``up`` modules
-    with ``in_features`` (plain Linear, PHM, ...): the skeleton every adapter-family method shares."""
+    with ``in_features`` (plain Linear, PHM, ...): the skeleton every adapter-family method shares.
+
+    ``down`` / ``up`` may be an ``nn.ModuleDict`` by task name (sharing across tasks): the batch's task
+    (``vlpeft.tuners.task_context``) selects the module, and is required then. Routing uses the selected
+    ``down`` for the visual features too.
+    """
 
     def __init__(
         self,
@@ -46,30 +59,47 @@ class Bottleneck(nn.Module):
         self.act = ACT2FN[activation]
         self.activation = activation
 
-    def visual_down(self, h: torch.Tensor) -> torch.Tensor:
+    def projections(self) -> tuple[nn.Module, nn.Module]:
+        """The ``(down, up)`` of the current task (the modules themselves when not per task)."""
+        down, up = self.down, self.up
+        if isinstance(down, nn.ModuleDict) or isinstance(up, nn.ModuleDict):
+            task = require_task("per-task adapter")
+            picked = []
+            for part in (down, up):
+                if isinstance(part, nn.ModuleDict):
+                    if task not in part:
+                        raise KeyError(f"adapter has no module for task {task!r} (tasks: {', '.join(part)})")
+                    part = part[task]
+                picked.append(part)
+            down, up = picked
+        return down, up
+
+    def visual_down(self, h: torch.Tensor, down: nn.Module | None = None) -> torch.Tensor:
         """``down(X_v)`` of the current visual context, expanded to the batch of ``h``."""
+        down = self.down if down is None else down
         x_v = current_visual()
         if x_v is None:
             raise RuntimeError(
                 f"routed adapter ({self.routing}) called without visual features: wrap the forward in "
                 "vlpeft.tuners.visual_context(x_v)"
             )
-        if x_v.shape[-1] != self.down.in_features:
+        if x_v.shape[-1] != down.in_features:
             raise ValueError(
                 f"visual features have width {x_v.shape[-1]} but the adapter expects "
-                f"{self.down.in_features}; use a projection or width-matched backbones"
+                f"{down.in_features}; use a projection or width-matched backbones"
             )
-        dtype = next(self.down.parameters()).dtype
-        return self.down(expand_to_batch(x_v, h.shape[0]).to(h.device, dtype))
+        dtype = next(down.parameters()).dtype
+        return down(expand_to_batch(x_v, h.shape[0]).to(h.device, dtype))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Adapter output for hidden states ``h`` (B, ..., d)."""
-        x = self.down(h.to(next(self.down.parameters()).dtype))
+        down, up = self.projections()
+        x = down(h.to(next(down.parameters()).dtype))
         if self.routing != "none":
-            v = self.visual_down(h)
+            v = self.visual_down(h, down)
             lead = x.shape[:-1]
             x = route(self.routing, x.reshape(x.shape[0], -1, x.shape[-1]), v).reshape(*lead, x.shape[-1])
-        out = self.up(self.act(x)).to(h.dtype)
+        out = up(self.act(x)).to(h.dtype)
         return h + out if self.skip else out
 
 
@@ -93,6 +123,28 @@ class BottleneckAdapter(Bottleneck):
             nn.init.normal_(lin.weight, std=init_std)
             nn.init.zeros_(lin.bias)
         super().__init__(down, up, routing, activation, skip)
+
+
+def task_bottleneck(
+    make_down: Callable[[], nn.Module],
+    make_up: Callable[[], nn.Module],
+    sharing: str,
+    tasks: list[str],
+    routing: str = "none",
+    activation: str = "gelu",
+    skip: bool = True,
+) -> Bottleneck:
+    """A ``Bottleneck`` whose halves are shared or per task as ``sharing`` says (``SHARING``)."""
+    if sharing not in SHARING:
+        raise ConfigError(f"peft.sharing {sharing!r} is unknown (valid: {', '.join(SHARING)})")
+    per_down, per_up = SHARING[sharing]
+    if (per_down or per_up) and not tasks:
+        raise ConfigError(f"peft.sharing {sharing} needs peft.tasks (set from multitask.tasks)")
+
+    def part(make: Callable[[], nn.Module], per_task: bool) -> nn.Module:
+        return nn.ModuleDict({t: make() for t in tasks}) if per_task else make()
+
+    return Bottleneck(part(make_down, per_down), part(make_up, per_up), routing, activation, skip)
 
 
 class AdaptedOutput(nn.Module):
@@ -174,7 +226,7 @@ def inject_adapters(
             adapter.to(device=ref.device, dtype=ref.dtype)
             if block is not None:
                 shared[block] = adapter
-        elif adapter.down.in_features != width:
+        elif getattr(adapter.down, "in_features", width) != width:
             raise ConfigError(f"{name}: width {width} cannot share the adapter of block {block}")
         setattr(parent, child, AdaptedOutput(base, adapter))
     return names

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from vlpeft.config import PeftConfig
 from vlpeft.errors import DataError
-from vlpeft.tuners.adapter.layer import adapted_outputs, inject_adapters
+from vlpeft.tuners.adapter.layer import BottleneckAdapter, adapted_outputs, inject_adapters, task_bottleneck
 from vlpeft.tuners.targets import adapter_patterns
 from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
 
@@ -23,16 +23,27 @@ def inject_configured_adapters(model: nn.Module, cfg: PeftConfig, family: str) -
     """The bottleneck adapters ``cfg`` asks for, at the family's positions; returns the wrapped names."""
     a = cfg.adapter
     patterns = adapter_patterns(family, list(a.positions), cfg.target_modules)
-    return inject_adapters(
-        model,
-        patterns,
-        cfg.rank,
-        cfg.routing,
-        a.activation,
-        a.skip,
-        a.init_std,
-        shared_per_block=a.shared_per_block,
-    )
+
+    def factory(width: int) -> nn.Module:
+        def linear(i: int, o: int) -> nn.Module:
+            lin = nn.Linear(i, o)
+            nn.init.normal_(lin.weight, std=a.init_std)  # as BottleneckAdapter
+            nn.init.zeros_(lin.bias)
+            return lin
+
+        if cfg.sharing == "single":
+            return BottleneckAdapter(width, cfg.rank, cfg.routing, a.activation, a.skip, a.init_std)
+        return task_bottleneck(
+            lambda: linear(width, cfg.rank),
+            lambda: linear(cfg.rank, width),
+            cfg.sharing,
+            list(cfg.tasks),
+            cfg.routing,
+            a.activation,
+            a.skip,
+        )
+
+    return inject_adapters(model, patterns, cfg.rank, shared_per_block=a.shared_per_block, factory=factory)
 
 
 class AdapterMethod:

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from vlpeft.config import PeftConfig
 from vlpeft.errors import DataError
-from vlpeft.tuners.adapter.layer import Bottleneck, adapted_outputs, inject_adapters
+from vlpeft.tuners.adapter.layer import adapted_outputs, inject_adapters, task_bottleneck
 from vlpeft.tuners.compacter.phm import PHMLinear, PHMRule
 from vlpeft.tuners.targets import adapter_patterns
 from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
@@ -42,7 +42,15 @@ def inject_compacters(model: nn.Module, cfg: PeftConfig, family: str) -> list[st
         )
 
     def factory(width: int) -> nn.Module:
-        return Bottleneck(phm(width, cfg.rank), phm(cfg.rank, width), cfg.routing, c.activation, c.skip)
+        return task_bottleneck(
+            lambda: phm(width, cfg.rank),
+            lambda: phm(cfg.rank, width),
+            cfg.sharing,
+            list(cfg.tasks),
+            cfg.routing,
+            c.activation,
+            c.skip,
+        )
 
     patterns = adapter_patterns(family, ["attention", "ffn"], cfg.target_modules)
     names = inject_adapters(model, patterns, cfg.rank, factory=factory)

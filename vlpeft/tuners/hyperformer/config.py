@@ -13,14 +13,10 @@ class HyperformerConfig(MethodOptions):
     As VL-Adapter runs it (``--use_hyperformer --unique_hyper_net --projected_task_embedding_dim 8``): one
     hypernetwork per stack (encoder, decoder) shared by its layers through layer-id embeddings, a 512-d task
     embedding per task (not projected: ``train_task_embeddings`` False), adapters after self-attention,
-    cross-attention and the feed-forward block. ``peft.rank`` is the adapters' bottleneck (d / 8 = 96).
+    cross-attention and the feed-forward block. ``peft.rank`` is the adapters' bottleneck (d / 8 = 96);
+    ``peft.tasks`` (from ``multitask.tasks``) get one task embedding each.
     """
 
-    tasks: list[str] = Field(
-        default_factory=lambda: ["vqa", "gqa", "nlvr", "caption"],
-        min_length=1,
-        description="tasks with their own embedding (VL-Adapter's four)",
-    )
     task_embedding_dim: int = Field(512, ge=1, description="E (--task_embedding_dim)")
     task_hidden_dim: int = Field(128, ge=1, description="hidden width of the task hypernet 2E -> h -> p")
     projected_dim: int = Field(8, ge=1, description="p (--projected_task_embedding_dim)")

@@ -42,11 +42,15 @@ def _targets(model: nn.Module, family: str) -> list[tuple[str, str, int, str]]:
 def inject_hyperformer(model: nn.Module, cfg: PeftConfig, family: str) -> list[str]:
     """Register the hypernetworks on ``model`` and wrap every position; returns the wrapped names."""
     h = cfg.hyperformer
+    if not cfg.tasks:
+        raise ConfigError(
+            "peft.method hyperformer needs peft.tasks (set from multitask.tasks): one embedding per task"
+        )
     targets = _targets(model, family)
     ref = next(model.parameters())
     width = model.get_input_embeddings().weight.shape[1]
     holder = nn.Module()
-    holder.task_embeddings = TaskEmbeddings(list(h.tasks), h.task_embedding_dim)
+    holder.task_embeddings = TaskEmbeddings(list(cfg.tasks), h.task_embedding_dim)
     holder.stacks = nn.ModuleDict()
     for stack in sorted({t[1] for t in targets}):
         layers = [t for t in targets if t[1] == stack]
