@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import conftest
+import pytest
 import yaml
 from conftest import start_mlflow_server, stop
 
@@ -24,8 +26,11 @@ def _vlpeft(args: list[str], cwd, uri: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)  # fmt: skip
 
 
-def test_no_command_leaks_the_storage_password(tiny_world, tiny_backbones, tmp_path):
+@pytest.mark.slow  # a real server, three commands in their own processes
+def test_no_command_leaks_the_storage_password(tiny_world, tiny_backbones, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setattr(conftest, "SERVER_START_TIMEOUT", 600.0)  # a busy shared machine starts it slowly
 
     project = tmp_path / "project"
     project.mkdir()
