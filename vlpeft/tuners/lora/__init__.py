@@ -7,6 +7,7 @@ register_method(
         name="lora",
         implementation="vlpeft.tuners.lora.method:METHOD",
         bottleneck=True,
+        sharing=("single", "per_task"),
         ranked=True,
         vision_tower=True,
         state_files=("adapter_config.json", "adapter_model.safetensors", "extra_trainable.safetensors"),

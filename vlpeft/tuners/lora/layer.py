@@ -33,7 +33,7 @@ from transformers.pytorch_utils import Conv1D
 
 from vlpeft.errors import ConfigError
 from vlpeft.routing import check_kind, route
-from vlpeft.tuners.context import current_visual, expand_to_batch
+from vlpeft.tuners.context import current_visual, expand_to_batch, require_task
 
 QKV = ("q", "k", "v")
 
@@ -56,13 +56,17 @@ class RoutedLoraLinear(LoraLinear):
         *,
         routing: str,
         qkv_slices: tuple[str, ...] | None = None,
+        per_task: bool = False,
         **kwargs: Any,
     ) -> None:
         check_kind(routing)
-        if routing == "none" and not qkv_slices:
+        if routing == "none" and not qkv_slices and not per_task:
             raise ConfigError(
-                "routing 'none' is peft's own lora.Linear; RoutedLoraLinear needs a routed kind or qkv_slices"
+                "routing 'none' is peft's own lora.Linear; RoutedLoraLinear needs a routed kind, qkv_slices "
+                "or per_task"
             )
+        # per_task: one peft adapter per task, named by the task; the task context selects it in forward.
+        object.__setattr__(self, "per_task", per_task)
         base = base_layer.get_base_layer() if hasattr(base_layer, "get_base_layer") else base_layer
         is_conv1d = isinstance(base, Conv1D)
         # update_layer (called by peft's __init__) reads the slices: set them before it runs.
@@ -123,7 +127,13 @@ class RoutedLoraLinear(LoraLinear):
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         result_dtype = result.dtype
-        active = [a for a in self.active_adapters if a in self.lora_A]
+        if self.per_task:
+            task = require_task("per-task LoRA layer")
+            if task not in self.lora_A:
+                raise KeyError(f"LoRA has no adapter for task {task!r} (adapters: {', '.join(self.lora_A)})")
+            active = [task]
+        else:
+            active = [a for a in self.active_adapters if a in self.lora_A]
         if not active:
             return result
         x_v_raw = self._visual(x) if self.routing != "none" else None
@@ -199,18 +209,24 @@ def routed_lora_config(
     routing: str,
     qkv_slices: tuple[str, ...] | None = None,
     fused_names: tuple[str, ...] = (),
+    per_task: bool = False,
 ) -> LoraConfig:
     """Register ``RoutedLoraLinear`` on ``config`` (in place) and return it.
 
-    Every target becomes routed when ``routing`` is not ``none``; targets whose name ends in one of
-    ``fused_names`` (fused QKV projections) are adapted on ``qkv_slices`` only. Everything else stays peft's
-    own ``lora.Linear``. ``_custom_modules`` is not serialised by peft: call this again before every load.
+    Every target becomes routed when ``routing`` is not ``none``, and ours when ``per_task`` (one peft adapter
+    per task, selected by the task context); targets whose name ends in one of ``fused_names`` (fused QKV
+    projections) are adapted on ``qkv_slices`` only. Everything else stays peft's own ``lora.Linear``.
+    ``_custom_modules`` is not serialised by peft: call this again before every load.
     """
     check_kind(routing)
     sliced = bool(qkv_slices and fused_names)
-    if routing != "none" or sliced:
+    if routing != "none" or sliced or per_task:
         factory = functools.partial(
-            _dispatch, routing=routing, qkv_slices=qkv_slices if sliced else None, fused_names=fused_names
+            _dispatch,
+            routing=routing,
+            qkv_slices=qkv_slices if sliced else None,
+            fused_names=fused_names,
+            per_task=per_task,
         )
         config._register_custom_module({nn.Linear: factory, Conv1D: factory})
     return config
@@ -223,14 +239,17 @@ def _dispatch(
     routing: str,
     qkv_slices: tuple[str, ...] | None,
     fused_names: tuple[str, ...],
+    per_task: bool = False,
     **kwargs: Any,
 ) -> RoutedLoraLinear | None:
     """peft custom-module hook: our layer where it differs from peft's, ``None`` (peft's own) elsewhere."""
     name = kwargs.get("target_name") or ""
-    if not is_own_layer(name, routing, qkv_slices, fused_names):
+    if not is_own_layer(name, routing, qkv_slices, fused_names, per_task):
         return None
     slices = layer_slices(name, qkv_slices, fused_names)
-    return RoutedLoraLinear(target, adapter_name, routing=routing, qkv_slices=slices, **kwargs)
+    return RoutedLoraLinear(
+        target, adapter_name, routing=routing, qkv_slices=slices, per_task=per_task, **kwargs
+    )
 
 
 def layer_slices(
@@ -243,10 +262,15 @@ def layer_slices(
 
 
 def is_own_layer(
-    module_name: str, routing: str, qkv_slices: tuple[str, ...] | None, fused_names: tuple[str, ...]
+    module_name: str,
+    routing: str,
+    qkv_slices: tuple[str, ...] | None,
+    fused_names: tuple[str, ...],
+    per_task: bool = False,
 ) -> bool:
-    """Whether the LoRA layer ``module_name`` is a ``RoutedLoraLinear`` (routed or sliced), not peft's own."""
-    return routing != "none" or layer_slices(module_name, qkv_slices, fused_names) is not None
+    """Whether the LoRA layer ``module_name`` is a ``RoutedLoraLinear`` (routed, sliced or per task), not
+    peft's own."""
+    return per_task or routing != "none" or layer_slices(module_name, qkv_slices, fused_names) is not None
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoraLinear]]:

@@ -19,22 +19,37 @@ from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.tuners.lora.layer import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
 from vlpeft.tuners.targets import fan_in_fan_out, fused_lora_layout, lora_targets
-from vlpeft.tuners.trainable import load_tensors, save_tensors
+from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
 
 EXTRA_FILE = "extra_trainable.safetensors"
 
 
 def lora_config(cfg: PeftConfig, family: str) -> LoraConfig:
-    """The ``LoraConfig`` equivalent to ``cfg`` (routing registered when it is not ``none``)."""
+    """The ``LoraConfig`` equivalent to ``cfg`` (routing registered when it is not ``none``).
+
+    Per task, peft refuses ``bias`` other than ``none`` with several adapters, so biases are unfrozen by us.
+    """
+    per_task = cfg.sharing == "per_task"
     config = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        bias=cfg.bias,
+        bias="none" if per_task else cfg.bias,
         target_modules=lora_targets(family, cfg.target_modules),
         fan_in_fan_out=fan_in_fan_out(family),
     )
-    return routed_lora_config(config, cfg.routing, *fused_lora_layout(family, cfg.fused_qkv))
+    return routed_lora_config(
+        config, cfg.routing, *fused_lora_layout(family, cfg.fused_qkv), per_task=per_task
+    )
+
+
+def _adapter_names(cfg: PeftConfig) -> list[str]:
+    """peft adapter names: the tasks when per task (``ConfigError`` without tasks), else peft's default."""
+    if cfg.sharing != "per_task":
+        return ["default"]
+    if not cfg.tasks:
+        raise ConfigError("peft.sharing per_task needs peft.tasks (set from multitask.tasks)")
+    return list(cfg.tasks)
 
 
 def check_lora_alive(model: nn.Module) -> None:
@@ -90,10 +105,18 @@ class LoraMethod:
     def apply(self, model: nn.Module, cfg: PeftConfig, family: str) -> tuple[nn.Module, list[str]]:
         config = lora_config(cfg, family)
         check_targets(model, list(config.target_modules or []))
+        first, *others = _adapter_names(cfg)
         try:
-            model = get_peft_model(model, config)
+            model = get_peft_model(model, config, adapter_name=first)
         except ValueError as exc:  # peft's own refusal of a target: a config mistake, said in one line
             raise ConfigError(f"peft.target_modules: {' '.join(str(exc).split())[:200]}") from None
+        for task in others:  # one adapter per task; peft adds them frozen, every task's adapter trains
+            model.add_adapter(task, lora_config(cfg, family))
+        if others:
+            for name, p in model.named_parameters():
+                if _is_lora_weight(name):
+                    p.requires_grad_(True)
+            unfreeze_biases(model, cfg.bias, [f"{n}.base_layer.bias" for n, _ in lora_layers(model)])
         check_lora_alive(model)
         return model, [n for n, _ in lora_layers(model)]
 
@@ -101,7 +124,8 @@ class LoraMethod:
         if not isinstance(model, PeftModel):
             raise ValueError("method lora expects the PeftModel returned by apply_peft")
         model.save_pretrained(str(out_dir))
-        _sort_target_modules(out_dir / "adapter_config.json")
+        for config_file in sorted(out_dir.rglob("adapter_config.json")):  # per task: one sub-folder each
+            _sort_target_modules(config_file)
         extra = [n for n in trainable if not _is_lora_weight(n)]
         if extra:
             save_tensors(model, extra, out_dir / EXTRA_FILE)
@@ -116,11 +140,21 @@ class LoraMethod:
     ) -> nn.Module:
         family = state["family"]
         slices, fused = fused_lora_layout(family, cfg.fused_qkv)
-        config = routed_lora_config(LoraConfig.from_pretrained(str(peft_dir)), cfg.routing, slices, fused)
-        model = PeftModel.from_pretrained(base_model, str(peft_dir), config=config, is_trainable=is_trainable)
+        per_task = cfg.sharing == "per_task"
+        first, *others = _adapter_names(cfg)
+        # peft writes the adapter "default" at the top and every other one into a sub-folder of its name.
+        where = {n: peft_dir if n == "default" else peft_dir / n for n in (first, *others)}
+        config = routed_lora_config(
+            LoraConfig.from_pretrained(str(where[first])), cfg.routing, slices, fused, per_task=per_task
+        )
+        model = PeftModel.from_pretrained(
+            base_model, str(where[first]), adapter_name=first, config=config, is_trainable=is_trainable
+        )
+        for task in others:  # onto the existing (custom) layers: peft calls update_layer on them
+            model.load_adapter(str(where[task]), adapter_name=task, is_trainable=is_trainable)
         layers = lora_layers(model)
         ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
-        expected = [n for n, _ in layers if is_own_layer(n, cfg.routing, slices, fused)]
+        expected = [n for n, _ in layers if is_own_layer(n, cfg.routing, slices, fused, per_task)]
         if not layers or ours != expected:
             raise DataError(
                 f"{peft_dir}: LoRA layers did not load as routing={cfg.routing}, fused_qkv={cfg.fused_qkv}"
