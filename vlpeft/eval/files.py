@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,9 @@ def _object_with_list(path: Path, what: str, key: str) -> tuple[dict[str, Any], 
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise DataError(f"{path}: not a {what}: expected an object with a '{key}' list")
     return data, data[key]
+
+
+_QUESTION_ID = operator.itemgetter("question_id")
 
 
 @contextlib.contextmanager
@@ -49,7 +53,10 @@ def load_vqa_ground_truth(
     gt = VqaGroundTruth.from_annotations(anns, source=str(annotations), revision=revision)
     if not len(gt):
         raise DataError(f"{annotations}: no annotations")
-    asked = {q.get("question_id") for q in qlist if isinstance(q, Mapping)}
+    try:
+        asked = set(map(_QUESTION_ID, qlist))  # fast path: every entry an object with an id
+    except (KeyError, TypeError):
+        asked = {q.get("question_id") for q in qlist if isinstance(q, Mapping)}
     orphan = [q for q in gt.question_ids if q not in asked]
     if orphan:
         raise DataError(
