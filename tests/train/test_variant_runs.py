@@ -36,6 +36,7 @@ def test_train_cli_runs_a_variant_with_seed_and_writes_flat_headlines(tiny_world
     assert flat == {
         "overall": test["overall"],
         **{k: test["perAnswerType"][k] for k in ("yes/no", "number", "other")},
+        "revision": "master",  # the official vqaEval.py revision that produced the figures
     }
     assert "perQuestionType" in test  # the breakdown stays in the run's own metrics.json
 
