@@ -103,7 +103,7 @@ base_image() {
 
 wheelhouse() {
   local wh=$S/wheelhouse stamp
-  stamp=$(cat "$ROOT/requirements/lock.txt" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+  stamp=$(sha256sum <"$ROOT/requirements/lock.txt" | cut -c1-16)
   if [ -f "$wh/.stamp-$stamp" ]; then
     echo "   wheelhouse up to date"
     return 0
