@@ -82,7 +82,7 @@ image:
 
 # The same Dockerfile built and run on a machine without registry access (root; Debian's docker.io, a
 # debootstrap base, an offline wheelhouse), then stages run in it through kfp.local.DockerRunner. Not in
-# `make test` (about half an hour on 2 busy cores, ~9 GB scratch): see README, "Container image".
+# `make test` (44 min cold on 2 busy cores, 6-13 GB scratch): see README, "Container image".
 image-local: setup
 	PYTHON=$(abspath $(BIN))/python scripts/image/build-local.sh
 

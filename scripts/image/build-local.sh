@@ -10,7 +10,7 @@
 # `apt-get install openjdk-17-jre-headless` from the same Debian mirror. WITH_SPICE=0: no CoreNLP download.
 #
 # Needs root (apt-get, debootstrap, dockerd). Everything lives under $VLPEFT_IMAGE_SCRATCH
-# (default /tmp/vlpeft-image, about 9 GB); the base image and the wheelhouse are kept for the next run,
+# (default /tmp/vlpeft-image, 6-13 GB); the base image and the wheelhouse are kept for the next run,
 # `rm -rf` that directory for a cold run. The daemon is started here and stopped by its PID on exit.
 set -euo pipefail
 
@@ -102,18 +102,21 @@ base_image() {
 }
 
 wheelhouse() {
+  # The stamp lives beside the wheelhouse, not in it: a file inside would change the build's
+  # `COPY wheelhouse/` layer and so re-run every pip install of the image.
   local wh=$S/wheelhouse stamp
   stamp=$(sha256sum <"$ROOT/requirements/lock.txt" | cut -c1-16)
-  if [ -f "$wh/.stamp-$stamp" ]; then
+  if [ -f "$S/wheelhouse.stamp-$stamp" ]; then
     echo "   wheelhouse up to date"
     return 0
   fi
-  rm -rf "$wh" && mkdir -p "$wh"
+  rm -rf "$wh" "$S"/wheelhouse.stamp-* && mkdir -p "$wh"
   # torch as the host installs it (make setup), then the lock: every wheel the offline build needs.
   "$PYTHON" -m pip wheel -q --disable-pip-version-check -w "$wh" torch==2.13.0 2>&1 | { grep -v 'is ignored' || true; }
   "$PYTHON" -m pip wheel -q --disable-pip-version-check -w "$wh" -r "$ROOT/requirements/lock.txt" 2>&1 \
     | { grep -v 'is ignored' || true; }
-  touch "$wh/.stamp-$stamp"
+  rm -f "$S"/wheelhouse.stamp-*
+  touch "$S/wheelhouse.stamp-$stamp"
 }
 
 # The build context: the checkout's files as git sees them (tracked + untracked, not ignored) plus the
