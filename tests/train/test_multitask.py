@@ -136,7 +136,7 @@ def mt_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("mt")
     world = root / "world"
     extra = {"extra_tasks": ["gqa", "nlvr"]}
-    sizes = {"n_train": 24, "n_val": 8, "n_test": 8, "corpus_scenes": 20}
+    sizes = {"n_train": 16, "n_val": 4, "n_test": 4, "corpus_scenes": 20}  # small: the test splits are scored
     generate_world(WorldConfig(image_size=32, **sizes, **extra), world, seed=0, progress=False)
     vit = VitPretrainConfig(image_size=32, patch_size=16)
     cfg = PretrainConfig(
