@@ -353,13 +353,12 @@ def train(
 
 def ground_truth(task: str, data: str | Path, split: str = "test") -> dict[str, Path]:
     """The official ground-truth files of ``split`` in the data layout (VQA questions + annotations, COCO)."""
+    from vlpeft.data.formats import annotations_path, captions_path, questions_path
+
     root = Path(data)
     if check_task(task) == "vqa":
-        return {
-            "questions": root / "vqa" / f"{split}_questions.json",
-            "annotations": root / "vqa" / f"{split}_annotations.json",
-        }
-    return {"annotations": root / f"captions_{split}.json"}
+        return {"questions": questions_path(root, split), "annotations": annotations_path(root, split)}
+    return {"annotations": captions_path(root, split)}
 
 
 def evaluate(
@@ -389,7 +388,7 @@ def evaluate(
         m = evaluate_vqa_files(Path(q), Path(a), Path(predictions), Path(out),
                                per_question_out=Path(per_item) if per_item else None,
                                revision=params.evaluate.vqa_revision)  # fmt: skip
-        return {"overall": m.overall, "perAnswerType": m.per_answer_type, "revision": m.revision}
+        return m.to_json()
     a = annotations or gt.get("annotations")
     if a is None:
         raise ConfigError("evaluate caption: pass --annotations (or the data root)")
