@@ -31,7 +31,7 @@ def evaluate(
     headline = headline_metrics(task, official)
     write_json(os.path.join(scores.path, "headline.json"), headline)
     for key, value in headline.items():
-        if value is not None:
+        if isinstance(value, int | float) and not isinstance(value, bool):  # not 'revision'
             metrics.log_metric(key, float(value))
 
 

@@ -65,7 +65,7 @@ def train(
     copy_tree(work, model.path, skip=("trainer",))  # the optimizer state stays on the workspace
     with open(headline) as fh:
         for key, value in json.load(fh).items():
-            if value is not None:
+            if isinstance(value, int | float) and not isinstance(value, bool):  # not 'revision'
                 metrics.log_metric(key, float(value))
     model.metadata.update({"task": task, "variant": variant, "seed": seed, "resumed": resume})
 

@@ -1,7 +1,8 @@
 """A train task killed mid-training is retried by KFP (``set_retry``; kfp.local honours it) and the retry
-resumes from the checkpoint on the run workspace: its results equal an uninterrupted run's."""
+resumes from the checkpoint on the run workspace: its results equal an uninterrupted run's.
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: kfp reads the pipeline function's annotations as types.)
+"""
 
 import json
 import os
