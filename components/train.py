@@ -53,7 +53,7 @@ def train(
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                 "-m", "vlpeft", "train", "--task", task, "--variant", variant, "--seed", str(seed),
                 "--sweep-best", sweep_best, "--data", data.path, "--features", store.path, "--out", work,
-                "--metrics", headline, "--params", str(write_params(params_yaml, tempfile.mkdtemp())),
+                "--headline", headline, "--params", str(write_params(params_yaml, tempfile.mkdtemp())),
                 ]  # fmt: skip
         argv += ["--models", models_dir] if models_dir else []
         argv += ["--resume"] if resume else []

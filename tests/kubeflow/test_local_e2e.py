@@ -60,7 +60,7 @@ def _cli_reference(params_file: Path, work: Path, monkeypatch) -> dict:
         run = f"vqa-{variant}-0"
         assert main(["train", "--task", "vqa", "--variant", variant, "--seed", "0", "--sweep-best",
                      str(work / "sweep" / "best_params.json"), "--data", str(work / "data"), "--features",
-                     str(work / "features"), "--out", str(work / "train" / run), "--metrics",
+                     str(work / "features"), "--out", str(work / "train" / run), "--headline",
                      str(work / "metrics" / f"{run}.json"), *p]) == 0  # fmt: skip
     assert main(["report", "--metrics", str(work / "metrics"), "--runs", str(work / "train"), "--out-json",
                  str(work / "summary.json"), "--out-md", str(work / "summary.md")]) == 0  # fmt: skip
