@@ -5,16 +5,12 @@ File: ``vlpeft_adapter.safetensors`` = every trainable parameter (adapters, Laye
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch.nn as nn
 
 from vlpeft.config import PeftConfig
-from vlpeft.errors import DataError
-from vlpeft.tuners.adapter.layer import BottleneckAdapter, adapted_outputs, inject_adapters, task_bottleneck
+from vlpeft.tuners.adapter.layer import BottleneckAdapter, inject_adapters, task_bottleneck
+from vlpeft.tuners.method_kinds import InjectedMethod
 from vlpeft.tuners.targets import adapter_patterns
-from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
 
 WEIGHTS_FILE = "vlpeft_adapter.safetensors"
 
@@ -46,34 +42,9 @@ def inject_configured_adapters(model: nn.Module, cfg: PeftConfig, family: str) -
     return inject_adapters(model, patterns, cfg.rank, shared_per_block=a.shared_per_block, factory=factory)
 
 
-class AdapterMethod:
-    """``PeftMethod`` for ``adapter`` (see the module docstring)."""
-
-    def apply(self, model: nn.Module, cfg: PeftConfig, family: str) -> tuple[nn.Module, list[str]]:
-        model.requires_grad_(False)
-        adapted = inject_configured_adapters(model, cfg, family)
-        unfreeze_biases(model, cfg.bias, [f"{n}.base.bias" for n in adapted])
-        return model, adapted
-
-    def save(self, model: nn.Module, out_dir: Path, trainable: list[str]) -> None:
-        save_tensors(model, trainable, out_dir / WEIGHTS_FILE)
-
-    def load(
-        self,
-        base_model: nn.Module,
-        peft_dir: Path,
-        cfg: PeftConfig,
-        state: dict[str, Any],
-        is_trainable: bool,
-    ) -> nn.Module:
-        base_model.requires_grad_(False)
-        inject_configured_adapters(base_model, cfg, state["family"])
-        load_tensors(base_model, peft_dir / WEIGHTS_FILE, required=".adapter.")
-        if len(adapted_outputs(base_model)) != len(state["adapted"]):
-            raise DataError(
-                f"{peft_dir}: {len(state['adapted'])} adapters saved, the base model takes a different number"
-            )
-        return base_model
-
-
-METHOD = AdapterMethod()
+METHOD = InjectedMethod(
+    WEIGHTS_FILE,
+    inject_configured_adapters,
+    required=".adapter.",
+    mismatch="adapters saved, the base model takes a different number",
+)

@@ -7,17 +7,15 @@ File: ``vlpeft_hyperformer.safetensors`` = every trainable parameter by name.
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
 
 import torch.nn as nn
 
 from vlpeft.config import PeftConfig
-from vlpeft.errors import ConfigError, DataError
-from vlpeft.tuners.adapter.layer import AdaptedOutput, adapted_outputs
+from vlpeft.errors import ConfigError
+from vlpeft.tuners.adapter.layer import AdaptedOutput
 from vlpeft.tuners.hyperformer.hypernet import HyperAdapter, StackHyperNet, TaskEmbeddings
+from vlpeft.tuners.method_kinds import InjectedMethod
 from vlpeft.tuners.targets import hyper_positions
-from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
 
 WEIGHTS_FILE = "vlpeft_hyperformer.safetensors"
 HOLDER = "vlpeft_hyper"
@@ -79,34 +77,9 @@ def inject_hyperformer(model: nn.Module, cfg: PeftConfig, family: str) -> list[s
     return [t[0] for t in targets]
 
 
-class HyperformerMethod:
-    """``PeftMethod`` for ``hyperformer`` (see the module docstring)."""
-
-    def apply(self, model: nn.Module, cfg: PeftConfig, family: str) -> tuple[nn.Module, list[str]]:
-        model.requires_grad_(False)
-        adapted = inject_hyperformer(model, cfg, family)
-        unfreeze_biases(model, cfg.bias, [f"{n}.base.bias" for n in adapted])
-        return model, adapted
-
-    def save(self, model: nn.Module, out_dir: Path, trainable: list[str]) -> None:
-        save_tensors(model, trainable, out_dir / WEIGHTS_FILE)
-
-    def load(
-        self,
-        base_model: nn.Module,
-        peft_dir: Path,
-        cfg: PeftConfig,
-        state: dict[str, Any],
-        is_trainable: bool,
-    ) -> nn.Module:
-        base_model.requires_grad_(False)
-        inject_hyperformer(base_model, cfg, state["family"])
-        load_tensors(base_model, peft_dir / WEIGHTS_FILE, required=f"{HOLDER}.")
-        if len(adapted_outputs(base_model)) != len(state["adapted"]):
-            raise DataError(
-                f"{peft_dir}: {len(state['adapted'])} positions saved, the base model has a different number"
-            )
-        return base_model
-
-
-METHOD = HyperformerMethod()
+METHOD = InjectedMethod(
+    WEIGHTS_FILE,
+    inject_hyperformer,
+    required=f"{HOLDER}.",
+    mismatch="positions saved, the base model has a different number",
+)
