@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,8 +80,8 @@ def test_unknown_variant_and_duplicate_seeds():
 def test_config_cli_exits_2_naming_the_variant_key(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("variants:\n  norouting:\n    task.peft.routin: none\n")
-    vlpeft = shutil.which("vlpeft") or "vlpeft"
-    proc = subprocess.run([vlpeft, "config", "--params", str(bad)], capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "vlpeft", "config", "--params", str(bad)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "variants.norouting: 'task.peft.routin'" in proc.stderr
 
@@ -97,10 +97,9 @@ def test_run_names_round_trip():
 
 def test_dvc_matrix_iterates_the_params_table():
     """dvc.yaml's train stages are exactly final_runs(params.yaml): one table, read by DVC and the library."""
-    dvc = shutil.which("dvc")
-    if dvc is None:
-        pytest.skip("dvc is not installed")
-    proc = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True)
+    # dvc is a pinned dependency: run it from this interpreter (no skip, no reliance on PATH).
+    cmd = [sys.executable, "-m", "dvc", "stage", "list", "--name-only"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stages = {s for s in proc.stdout.split() if s.startswith("train@")}
     assert stages == {f"train@{r.name}" for r in final_runs(load_params([ROOT / "params.yaml"]))}
