@@ -21,7 +21,7 @@ def evaluate(
     from vlpeft import stages
     from vlpeft.eval.compare import headline_metrics
     from vlpeft.io import write_json
-    from vlpeft.kfp_task import open_task
+    from vlpeft.kfp_task import log_numeric, open_task
 
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
                        inputs={"data": data.uri, "model": model.uri})  # fmt: skip
@@ -30,9 +30,7 @@ def evaluate(
                                data=data.path, out=os.path.join(scores.path, "metrics.json"))  # fmt: skip
     headline = headline_metrics(task, official)
     write_json(os.path.join(scores.path, "headline.json"), headline)
-    for key, value in headline.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):  # not 'revision'
-            metrics.log_metric(key, float(value))
+    log_numeric(metrics, headline)
 
 
 STAGES = (evaluate,)

@@ -18,15 +18,13 @@ def pretrain(
 
     from vlpeft import stages
     from vlpeft.config import flatten
-    from vlpeft.kfp_task import open_task
+    from vlpeft.kfp_task import log_numeric, open_task
 
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
                        inputs={"data": data.uri}, outputs={"models": models.uri})  # fmt: skip
     metrics_file = os.path.join(tempfile.mkdtemp(), "pretrain.json")
     result = stages.pretrain(params, data=data.path, out=models.path, metrics=metrics_file)
-    for key, value in flatten({k: v for k, v in result.items() if k != "seconds"}).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics.log_metric(key, float(value))
+    log_numeric(metrics, flatten({k: v for k, v in result.items() if k != "seconds"}))
 
 
 STAGES = (pretrain,)

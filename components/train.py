@@ -34,7 +34,7 @@ def train(
     from pathlib import Path
 
     from vlpeft import stages
-    from vlpeft.kfp_task import copy_tree, open_task, write_params
+    from vlpeft.kfp_task import copy_tree, log_numeric, open_task, write_params
     from vlpeft.variants import run_name
 
     name = run_name(task, variant, seed)
@@ -64,9 +64,7 @@ def train(
                      resume=resume)  # fmt: skip
     copy_tree(work, model.path, skip=("trainer",))  # the optimizer state stays on the workspace
     with open(headline) as fh:
-        for key, value in json.load(fh).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):  # not 'revision'
-                metrics.log_metric(key, float(value))
+        log_numeric(metrics, json.load(fh))
     model.metadata.update({"task": task, "variant": variant, "seed": seed, "resumed": resume})
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vlpeft.config import Params, params_from_dict
 from vlpeft.errors import ConfigError
@@ -96,3 +97,13 @@ def copy_tree(src: str | Path, dest: str | Path, skip: tuple[str, ...] = ()) -> 
     """Copy ``src`` into ``dest`` (created), leaving out entries named in ``skip`` (e.g. optimizer state)."""
     shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skip) if skip else None)
     return Path(dest)
+
+
+def log_numeric(metrics: Any, figures: Mapping[str, Any]) -> None:
+    """Log the numbers of a flat ``figures`` dict to a KFP ``Metrics`` artifact (the UI shows them).
+
+    Text (a VQA file's ``revision``), booleans and nulls are left out: ``Metrics.log_metric`` takes floats.
+    """
+    for key, value in figures.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(key, float(value))
