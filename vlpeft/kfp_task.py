@@ -102,7 +102,7 @@ def copy_tree(src: str | Path, dest: str | Path, skip: tuple[str, ...] = ()) -> 
 def log_numeric(metrics: Any, figures: Mapping[str, Any]) -> None:
     """Log the numbers of a flat ``figures`` dict to a KFP ``Metrics`` artifact (the UI shows them).
 
-    Text (a VQA file's ``revision``), booleans and nulls are left out: ``Metrics.log_metric`` takes floats.
+    Text, booleans and nulls are left out: ``Metrics.log_metric`` takes floats.
     """
     for key, value in figures.items():
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -251,6 +251,8 @@ def test_report_shows_what_each_variant_trained(vqa_run, tmp_path):
     assert (row["method"], row["routing"], row["rank"]) == (peft.method, peft.routing, peft.rank)
     assert row["trainable"] == trained["model"]["trainable"]
     assert f"| best | lora | {peft.routing} | {peft.rank} |" in out_md.read_text()
+    # the headline file has numbers only; the revision comes from the run's metrics.json into the title
+    assert "official evaluation, vqaEval.py master" in out_md.read_text()
     assert json.loads(out_json.read_text())["vqa"]["rows"]["best"]["scores"]["overall"]["mean"] == round(
         trained["test"]["overall"], 2
     )
