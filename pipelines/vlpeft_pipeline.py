@@ -136,8 +136,8 @@ def build_pipeline(params, params_yaml: str, image: str | None = None):
                 collected = comps.collect_run(run=run.name, scores=ev.outputs["scores"],
                                               model=train.outputs["model"], **more)  # fmt: skip
                 cpu_task(collected, kfp_cfg).set_display_name(f"collect-{run.name}")
-                if registered is None and run.variant == next(iter(params.variants)):
-                    registered = train  # as dvc.yaml: the first variant's first seed is registered
+                if registered is None and run.variant == params.registry.variant:
+                    registered = train  # as dvc.yaml: registry.variant's first-seed run is registered
             if registered is not None:
                 to_register[task] = registered
         summ = comps.summary(params_yaml=params_yaml, runs=collected.outputs["runs"], **common())

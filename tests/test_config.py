@@ -52,6 +52,8 @@ def test_cross_field_check(tmp_path):
     bad = write(tmp_path / "p.yaml", "pretrain:\n  width: 30\n  heads: 4\n")
     with pytest.raises(ConfigError, match="divisible"):
         load_params([bad])
+    with pytest.raises(ConfigError, match=r"registry\.variant 'gated' is not a variant"):
+        load_params([], ["registry.variant=gated"])
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -37,7 +37,11 @@ def test_default_variants_resolve_over_the_sweep_best():
 
 def test_a_variant_table_of_users_own():
     params = params_from_dict(
-        {"variants": {"add": {"task.peft.routing": "add", "vqa.epochs": 2}}, "seeds": [3, 4]}
+        {
+            "variants": {"add": {"task.peft.routing": "add", "vqa.epochs": 2}},
+            "seeds": [3, 4],
+            "registry": {"variant": "add"},  # without it: registry.variant 'best' is not a variant (one line)
+        }
     )
     run = resolve_variant(params, "vqa", "add", 4)
     assert (run.vqa.peft.routing, run.vqa.epochs, run.vqa.seed) == ("add", 2, 4)

@@ -494,6 +494,9 @@ class RegistryConfig(Section):
     caption_name: str = "vlpeft-caption"
     multitask_name: str = "vlpeft-multitask"
     review_samples: int = Field(8, ge=0)
+    variant: str = Field(
+        "best", description="the final variant whose first-seed run is registered (dvc.yaml and Kubeflow)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- kfp
@@ -622,6 +625,11 @@ class Params(Section):
         from vlpeft.variants import check_variants
 
         check_variants(self)
+        if self.registry.variant not in self.variants:
+            raise ValueError(
+                f"registry.variant {self.registry.variant!r} is not a variant "
+                f"(variants: {', '.join(self.variants)}); set registry.variant to the one to register"
+            )
         return self
 
     def task(self, task: str) -> TrainConfig:

@@ -167,3 +167,19 @@ def test_bad_params_are_one_line_before_compiling(tmp_path, capsys):
     assert "kfp.mlflow_secret" in err and "Traceback" not in err and not out.exists()
     assert main(["kfp", "compile", "--out", str(out), "--image", "r.example/v:2"]) == 0
     assert "r.example/v:2" in out.read_text()
+
+
+def test_the_registered_run_is_registry_variant_not_the_first_variant(tmp_path):
+    """dvc.yaml and the pipeline register the same run: ``registry.variant``'s first seed (params.yaml)."""
+    params = load_params(["params.yaml"], ["registry.variant=blind", "seeds=[3, 4]"])
+    assert next(iter(params.variants)) != "blind"
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(params, out, IMAGE)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = {n: t for _, n, t in _tasks(spec)}
+    registered = {}
+    for task in tasks.values():
+        if task["taskInfo"]["name"].startswith("register-"):
+            producer = task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"]
+            registered[task["taskInfo"]["name"]] = tasks[producer]["taskInfo"]["name"]
+    assert registered == {f"register-{t}": f"train-{t}-blind-3" for t in params.sweep.tasks}
