@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dvc(args: list[str], cwd: Path) -> str:
-    done = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -20,6 +23,7 @@ def _dvc(args: list[str], cwd: Path) -> str:
 def test_sweep_reruns_only_for_what_it_reads(tmp_path):
     shutil.copy(ROOT / "dvc.yaml", tmp_path)
     shutil.copy(ROOT / "params.yaml", tmp_path)
+    shutil.copy(ROOT / ".dvcignore", tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     _dvc(["init", "-q"], tmp_path)
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["sweep"]["do"]
@@ -43,6 +47,11 @@ def test_sweep_reruns_only_for_what_it_reads(tmp_path):
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(changed))
         return _dvc(["status", "sweep@vqa"], tmp_path)
 
+    # Python's bytecode caches beside the code a stage imported are not a change of that code
+    cache = tmp_path / "vlpeft" / "train" / "__pycache__"
+    cache.mkdir()
+    (cache / "loop.cpython-311.pyc").write_bytes(b"\x00")
+    assert "up to date" in _dvc(["status", "sweep@vqa"], tmp_path)
     assert "up to date" in status_after("vqa", "epochs", 99)  # trials train sweep.epochs epochs
     assert "up to date" in status_after("sweep", "heartbeat_interval", 5)  # execution only
     assert "vqa.batch_size" in status_after("vqa", "batch_size", 7)
