@@ -93,6 +93,12 @@ def test_shipped_params_and_configs_validate(name):
     assert params.data.source == "coco"  # every shipped config is a real-scale setting
 
 
+def test_the_multitask_pipelines_params_validate():
+    """multitask/params.yaml is read on its own by `make multitask` (cd multitask && dvc repro)."""
+    params = load_params([Path(__file__).parents[1] / "multitask" / "params.yaml"])
+    assert set(params.variants) == {"norouting", "vl"} and params.registry.variant in params.variants
+
+
 def test_shipped_params_yaml_is_the_embedded_default():
     params = load_params([Path(__file__).parents[1] / "params.yaml"])
     assert params.data.source == "synthetic"
