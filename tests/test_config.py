@@ -96,7 +96,12 @@ def test_shipped_params_and_configs_validate(name):
 def test_the_multitask_pipelines_params_validate():
     """multitask/params.yaml is read on its own by `make multitask` (cd multitask && dvc repro)."""
     params = load_params([Path(__file__).parents[1] / "multitask" / "params.yaml"])
-    assert set(params.variants) == {"norouting", "vl"} and params.registry.variant in params.variants
+    assert {"norouting", "vl", "adapter", "compacter", "prompt", "bitfit"} <= set(params.variants)
+    assert params.registry.variant in params.variants
+    from vlpeft.variants import resolve_variant
+
+    methods = {resolve_variant(params, "multitask", v, 0).multitask.peft.method for v in params.variants}
+    assert methods == {"lora", "adapter", "compacter", "hyperformer", "prompt", "bitfit"}  # the comparison
 
 
 def test_shipped_params_yaml_is_the_embedded_default():

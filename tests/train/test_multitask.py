@@ -231,12 +231,16 @@ def test_summary_table_has_every_task_and_the_average(tmp_path):
         test["nlvr"]["consistency"] = 20.0
         test["average"] = sum(scores) / 4
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(
-            json.dumps({"test": test, "model": {"routing": routing, "percent": 1.5}})
-        )
-    rows = write_summary(tmp_path, ["a", "b"], tmp_path / "s.md", tmp_path / "s.json", tmp_path / "s.png")
-    assert [r["average"] for r in rows] == [57.5, 61.5]
+        model = {"method": "adapter", "sharing": "single", "routing": routing, "percent": 1.5}
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"test": test, "model": model}))
+    (tmp_path / "not-a-run").mkdir()  # no metrics.json: not listed
+    rows = write_summary(tmp_path, ["b", "a"], tmp_path / "s.md", tmp_path / "s.json", tmp_path / "s.png")
+    assert [r["average"] for r in rows] == [61.5, 57.5]  # in the order asked for
     md = (tmp_path / "s.md").read_text().splitlines()
-    assert md[0].startswith("| run | routing | trainable % | VQA | GQA | NLVR2 | CIDEr | NLVR2 consistency")
-    assert md[3] == "| b | vl | 1.50 | 52.00 | 41.00 | 63.00 | 90.00 | 20.00 | 61.50 |"
+    head = "| run | method | sharing | routing | trainable % | VQA | GQA | NLVR2 | CIDEr | NLVR2 consistency"
+    assert md[0].startswith(head)
+    assert md[2] == "| b | adapter | single | vl | 1.50 | 52.00 | 41.00 | 63.00 | 90.00 | 20.00 | 61.50 |"
     assert (tmp_path / "s.png").stat().st_size > 0
+    # without names: every run under the directory, by name (the DVC stage lists no names)
+    every = write_summary(tmp_path, None, tmp_path / "s.md", tmp_path / "s.json", None)
+    assert [r["run"] for r in every] == ["a", "b"]

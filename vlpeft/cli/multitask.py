@@ -13,9 +13,14 @@ from vlpeft.cli import app
 @app.command("multitask-summary")
 def multitask_summary(
     runs: Annotated[Path, typer.Option(help="dir holding one train output dir per run")],
-    names: Annotated[list[str], typer.Option("--name", help="run dir names, in table order (repeatable)")],
     out_md: Annotated[Path, typer.Option(help="Markdown table")],
     out_json: Annotated[Path, typer.Option(help="the table as JSON")],
+    names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--name", help="run dir names in table order (repeatable); default: every run in --runs"
+        ),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="bar plot (PNG)")] = None,
 ) -> None:
     """Summarise multi-task runs: VQA, GQA, NLVR2 (+ consistency), CIDEr and their average per run."""

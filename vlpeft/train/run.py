@@ -124,6 +124,7 @@ def train_task(
             # What was trained, so reports and registries need not open the checkpoint.
             "method": cfg.peft.method,
             "routing": cfg.peft.routing,
+            "sharing": getattr(cfg.peft, "sharing", None),  # across tasks (adapter family, LoRA)
             "rank": cfg.peft.rank if get_method(cfg.peft.method).ranked else None,
             "visual_prefix": params.model.visual_prefix,
             "seed": cfg.seed,

@@ -26,6 +26,8 @@ def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         model = metrics.get("model", {})
         row: dict[str, Any] = {
             "run": name,
+            "method": model.get("method"),
+            "sharing": model.get("sharing"),
             "routing": model.get("routing"),
             "trainable_percent": model.get("percent"),
         }
@@ -39,9 +41,12 @@ def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (scores in percent, CIDEr x 100)."""
-    head = ["run", "routing", "trainable %", *(label for _, label in COLUMNS), "NLVR2 consistency", "average"]
+    head = ["run", "method", "sharing", "routing", "trainable %", *(label for _, label in COLUMNS)]
+    head += ["NLVR2 consistency", "average"]
     keys = [
         "run",
+        "method",
+        "sharing",
         "routing",
         "trainable_percent",
         *(label for _, label in COLUMNS),
@@ -57,10 +62,23 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_names(runs_dir: Path) -> list[str]:
+    """Every run directory under ``runs_dir`` that holds a ``metrics.json``, by name."""
+    found = sorted(p.parent.name for p in Path(runs_dir).glob("*/metrics.json"))
+    if not found:
+        raise DataError(f"{runs_dir}: no <run>/metrics.json found")
+    return found
+
+
 def write_summary(
-    runs_dir: Path, names: list[str], out_md: Path, out_json: Path, plot: Path | None
+    runs_dir: Path, names: list[str] | None, out_md: Path, out_json: Path, plot: Path | None
 ) -> list[dict]:
-    """Read ``<runs_dir>/<name>/metrics.json`` of every run and write the table, its JSON and the plot."""
+    """Read ``<runs_dir>/<name>/metrics.json`` of every run and write the table, its JSON and the plot.
+
+    ``names`` None (or empty): every run under ``runs_dir`` (``run_names``), so a pipeline whose variants are
+    a params table need not repeat their names.
+    """
+    names = list(names) if names else run_names(runs_dir)
     runs = {n: read_json(Path(runs_dir) / n / "metrics.json", "train metrics") for n in names}
     rows = summary_rows(runs)
     write_text(out_md, markdown(rows))
@@ -79,7 +97,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     from vlpeft.io import atomic_path
 
     labels = [label for _, label in COLUMNS] + ["average"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(7 + 0.4 * max(len(rows) - 2, 0), 3.5))
     width = 0.8 / max(len(rows), 1)
     for i, row in enumerate(rows):
         xs = [j + i * width for j in range(len(labels))]
