@@ -17,6 +17,10 @@ export TOKENIZERS_PARALLELISM := false
 # globally; with --no-compile below every process would then compile every imported module from source again
 # (11.4 s of a 61 s `vlpeft train`, on each of the ~15 processes of `dvc repro` and every CLI test).
 unexport PYTHONDONTWRITEBYTECODE
+# ... and keeps those caches out of the source tree: a __pycache__ inside vlpeft/ would change the hash of the
+# code directories that DVC stages depend on (multitask/dvc.yaml's ../vlpeft deps are outside the reach of any
+# .dvcignore), so stages would rerun for nothing.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 # dvc.yaml's commands (`vlpeft ...`) run in a shell: the venv's console scripts must be on its PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
