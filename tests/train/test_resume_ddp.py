@@ -110,10 +110,11 @@ def test_cli_train_sigkilled_from_outside_resumes_to_the_same_result(tiny_world,
     from conftest import tiny_params_dict
 
     data = tiny_params_dict(train_backbones)
-    data["tracking"] = {"enabled": False}
+    data["tracking"] = {"enabled": True, "experiment": "killed"}  # a real sqlite store: the run left RUNNING
     data["vqa"]["checkpoint_every"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MLFLOW_TRACKING_URI": uri}
 
     def cmd(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "vlpeft", "train", "--task", "vqa", "--data", str(tiny_world),
@@ -148,6 +149,16 @@ def test_cli_train_sigkilled_from_outside_resumes_to_the_same_result(tiny_world,
     ma = json.loads((tmp_path / "full" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "crash" / "metrics.json").read_text())
     assert ma["val"] == mb["val"] and ma["train"]["final_loss"] == mb["train"]["final_loss"]
+    # The killed process could not end its MLflow run: the resumed one ends it as KILLED and links the two.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("killed").experiment_id
+    runs = client.search_runs([experiment], order_by=["start_time"])
+    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"]
+    killed, resumed_run = runs
+    assert killed.data.tags["resumed_by"] == resumed_run.info.run_id
+    assert resumed_run.data.tags["resumed_from"] == killed.info.run_id
 
 
 @pytest.mark.slow

@@ -28,8 +28,8 @@ def test_train_cli_runs_a_variant_with_seed_and_writes_flat_headlines(tiny_world
     full = json.loads((out / "metrics.json").read_text())
     # blind = the sweep's rank, routing none, no visual prefix; the seed is the run's
     assert full["model"] | {"trainable": 0, "total": 0, "percent": 0} == {
-        "trainable": 0, "total": 0, "percent": 0, "method": "lora", "routing": "none", "rank": 2,
-        "visual_prefix": False, "seed": 5,
+        "trainable": 0, "total": 0, "percent": 0, "method": "lora", "routing": "none", "sharing": "single",
+        "rank": 2, "visual_prefix": False, "seed": 5,
     }  # fmt: skip
     flat = json.loads(headline.read_text())
     test = full["test"]
