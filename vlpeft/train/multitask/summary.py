@@ -41,23 +41,14 @@ def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (scores in percent, CIDEr x 100)."""
-    head = ["run", "method", "sharing", "routing", "trainable %", *(label for _, label in COLUMNS)]
-    head += ["NLVR2 consistency", "average"]
-    keys = [
-        "run",
-        "method",
-        "sharing",
-        "routing",
-        "trainable_percent",
-        *(label for _, label in COLUMNS),
-        "NLVR2 consistency",
-        "average",
-    ]
+    keys = ["run", "method", "sharing", "routing", "trainable_percent", *(label for _, label in COLUMNS)]
+    keys += ["NLVR2 consistency", "average"]
+    headers = {"trainable_percent": "trainable %"}  # every other column is headed by its row key
 
     def cell(v: Any) -> str:
         return "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(headers.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
