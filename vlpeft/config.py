@@ -625,11 +625,6 @@ class Params(Section):
         from vlpeft.variants import check_variants
 
         check_variants(self)
-        if self.registry.variant not in self.variants:
-            raise ValueError(
-                f"registry.variant {self.registry.variant!r} is not a variant "
-                f"(variants: {', '.join(self.variants)}); set registry.variant to the one to register"
-            )
         return self
 
     def task(self, task: str) -> TrainConfig:

@@ -102,6 +102,7 @@ def resolve_variant(
 def check_variants(params: Params) -> None:
     """Resolve every variant of every task once, so that a bad override value fails when params load.
 
+    Also checks that ``registry.variant`` (whose run dvc.yaml and the Kubeflow pipeline register) is one.
     Raises ``ValueError`` (the config validator turns it into one error line).
     """
     for task in list_tasks():
@@ -110,3 +111,8 @@ def check_variants(params: Params) -> None:
                 resolve_variant(params, task, variant)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
+    if params.registry.variant not in params.variants:
+        raise ValueError(
+            f"registry.variant {params.registry.variant!r} is not a variant "
+            f"(variants: {', '.join(params.variants)}); set registry.variant to the one to register"
+        )
