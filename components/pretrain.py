@@ -12,7 +12,9 @@ def pretrain(
     models: Output[Model],
     metrics: Output[Metrics],
 ):
-    """``vlpeft.stages.pretrain``; the validation figures of each backbone go to the KFP UI."""
+    """``vlpeft.stages.pretrain``; the health figures (those of DVC's metrics/pretrain.json) and the
+    validation figures of each backbone go to the KFP UI."""
+    import json
     import os
     import tempfile
 
@@ -22,8 +24,13 @@ def pretrain(
 
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
                        inputs={"data": data.uri}, outputs={"models": models.uri})  # fmt: skip
-    metrics_file = os.path.join(tempfile.mkdtemp(), "pretrain.json")
-    result = stages.pretrain(params, data=data.path, out=models.path, metrics=metrics_file)
+    scratch = tempfile.mkdtemp()
+    metrics_file, headline_file = (os.path.join(scratch, n) for n in ("pretrain.json", "health.json"))
+    result = stages.pretrain(
+        params, data=data.path, out=models.path, metrics=metrics_file, headline=headline_file
+    )
+    with open(headline_file) as f:
+        log_numeric(metrics, json.load(f))
     log_numeric(metrics, flatten({k: v for k, v in result.items() if k != "seconds"}))
 
 

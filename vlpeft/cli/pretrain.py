@@ -36,14 +36,11 @@ def pretrain(
 ) -> None:
     """Pre-train the tiny unimodal backbones of the embedded world and save them in Hugging Face format."""
     from vlpeft import stages
-    from vlpeft.io import write_json
-    from vlpeft.pretrain.run import ALL_PARTS, health_metrics
+    from vlpeft.pretrain.run import ALL_PARTS
 
-    if headline is not None:
-        Path(headline).unlink(missing_ok=True)  # a failed run leaves no stale health figures
-    result = stages.pretrain(load(params, sets), data=data, out=out, metrics=metrics, parts=only)
-    if headline is not None:
-        write_json(headline, health_metrics(result))
+    result = stages.pretrain(
+        load(params, sets), data=data, out=out, metrics=metrics, headline=headline, parts=only
+    )
     seconds = result["seconds"]
     if "vit" in result:
         v = result["vit"]
