@@ -359,7 +359,7 @@ def train(
     tags = {"task": task, "seed": str(params.task(task).seed), **({"variant": variant} if variant else {})}
     with _tracked(params, f"train@{task}", tracker, **tags) as t:
         return train_task(params, task, data, features, out, tracker=t, resume=resume,
-                          evaluate_test=evaluate_test, headline_out=headline)  # fmt: skip
+                          evaluate_test=evaluate_test, headline_out=headline, variant=variant)  # fmt: skip
 
 
 def ground_truth(task: str, data: str | Path, split: str = "test") -> dict[str, Path]:

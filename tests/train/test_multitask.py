@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -220,27 +221,67 @@ def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_set
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
 
+def _write_run(root, name, scores, *, routing="none", variant=None, lr=None, seed=0, val=None):
+    """A run directory whose metrics.json has train_task's multi-task layout."""
+    test = {t: {"score": s} for t, s in zip(("vqa", "gqa", "nlvr", "caption"), scores, strict=True)}
+    test["nlvr"]["consistency"] = 20.0
+    test["average"] = sum(scores) / 4
+    model = {"method": "adapter", "sharing": "single", "routing": routing, "percent": 1.5, "seed": seed}
+    metrics = {"variant": variant, "train": {"lr": lr}, "model": model, "test": test,
+               "val": {"best": 99.0, "last": test["average"] if val is None else val},
+               "test_checkpoint": "last"}  # fmt: skip
+    (root / name).mkdir()
+    (root / name / "metrics.json").write_text(json.dumps(metrics))
+
+
 def test_summary_table_has_every_task_and_the_average(tmp_path):
     from vlpeft.train.multitask.summary import write_summary
 
-    for name, routing, scores in (
-        ("a", "none", (50.0, 40.0, 60.0, 80.0)),
-        ("b", "vl", (52.0, 41.0, 63.0, 90.0)),
-    ):
-        test = {t: {"score": s} for t, s in zip(("vqa", "gqa", "nlvr", "caption"), scores, strict=True)}
-        test["nlvr"]["consistency"] = 20.0
-        test["average"] = sum(scores) / 4
-        (tmp_path / name).mkdir()
-        model = {"method": "adapter", "sharing": "single", "routing": routing, "percent": 1.5}
-        (tmp_path / name / "metrics.json").write_text(json.dumps({"test": test, "model": model}))
+    _write_run(tmp_path, "a", (50.0, 40.0, 60.0, 80.0))
+    _write_run(tmp_path, "b", (52.0, 41.0, 63.0, 90.0), routing="vl")
     (tmp_path / "not-a-run").mkdir()  # no metrics.json: not listed
-    rows = write_summary(tmp_path, ["b", "a"], tmp_path / "s.md", tmp_path / "s.json", tmp_path / "s.png")
+    rows, _ = write_summary(tmp_path, ["b", "a"], tmp_path / "s.md", tmp_path / "s.json", tmp_path / "s.png")
     assert [r["average"] for r in rows] == [61.5, 57.5]  # in the order asked for
     md = (tmp_path / "s.md").read_text().splitlines()
-    head = "| run | method | sharing | routing | trainable % | VQA | GQA | NLVR2 | CIDEr | NLVR2 consistency"
+    head = "| variant | method | sharing | routing | trainable % | lr | seeds | VQA | GQA | NLVR2 | CIDEr"
     assert md[0].startswith(head)
-    assert md[2] == "| b | adapter | single | vl | 1.50 | 52.00 | 41.00 | 63.00 | 90.00 | 20.00 | 61.50 |"
+    assert (
+        md[2]
+        == "| b | adapter | single | vl | 1.50 | – | 1 | 52.00 | 41.00 | 63.00 | 90.00 | 20.00 | 61.50 |"
+    )
     assert (tmp_path / "s.png").stat().st_size > 0
     # without names: every run under the directory, by name (the DVC stage lists no names)
-    every = write_summary(tmp_path, None, tmp_path / "s.md", tmp_path / "s.json", None)
-    assert [r["run"] for r in every] == ["a", "b"]
+    every, _ = write_summary(tmp_path, None, tmp_path / "s.md", tmp_path / "s.json", None)
+    assert [r["variant"] for r in every] == ["a", "b"]
+
+
+def test_summary_picks_each_variants_lr_by_validation_and_averages_its_seeds(tmp_path):
+    """Per variant, the lr with the best mean validation average wins (even when another lr has the better
+    test score: the test split chooses nothing); its test scores are means over seeds, ± sample std."""
+    from vlpeft.train.multitask.summary import write_summary
+
+    # variant x: lr 0.001 validates at 55 (seeds 0, 1), lr 0.01 validates at 50 but tests higher.
+    _write_run(tmp_path, "x-lr0.001-0", (50.0, 40.0, 60.0, 80.0), variant="x", lr=0.001, seed=0, val=55.0)
+    _write_run(tmp_path, "x-lr0.001-1", (54.0, 44.0, 64.0, 84.0), variant="x", lr=0.001, seed=1, val=55.0)
+    _write_run(tmp_path, "x-lr0.01-0", (90.0, 90.0, 90.0, 90.0), variant="x", lr=0.01, seed=0, val=50.0)
+    _write_run(tmp_path, "y-lr0.01-0", (10.0, 20.0, 30.0, 40.0), variant="y", lr=0.01, val=1.0)
+    rows, grid = write_summary(
+        tmp_path, None, tmp_path / "s.md", tmp_path / "s.json", None, tmp_path / "p.json"
+    )
+    x, y = rows
+    assert (x["variant"], x["lr"], x["seeds"], x["val_average"]) == ("x", 0.001, 2, 55.0)
+    assert x["VQA"] == 52.0 and x["average"] == 59.5  # mean of 57.5 and 61.5
+    assert x["average_std"] == round(statistics.stdev([57.5, 61.5]), 2)
+    assert (y["lr"], y["seeds"], y["average_std"]) == (0.01, 1, None)
+    assert {(g["variant"], g["lr"]): g["val_average"] for g in grid} == {
+        ("x", 0.001): 55.0,
+        ("x", 0.01): 50.0,
+        ("y", 0.01): 1.0,
+    }
+    md = (tmp_path / "s.md").read_text()
+    assert "| x | adapter | single | none | 1.50 | 0.001 | 2 | 52.00 |" in md and "59.50 ± 2.83 |" in md
+    assert "| x | 55.00 | 50.00 |" in md and "| y | – | 1.00 |" in md  # the lr search, validation only
+    assert json.loads((tmp_path / "p.json").read_text()) == [
+        {"variant": "x", "average": 59.5},
+        {"variant": "y", "average": 25.0},
+    ]

@@ -22,9 +22,13 @@ def multitask_summary(
         ),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="bar plot (PNG)")] = None,
+    plot_data: Annotated[
+        Path | None, typer.Option(help="[{variant, average}] JSON for a `dvc plots` bar chart")
+    ] = None,
 ) -> None:
-    """Summarise multi-task runs: VQA, GQA, NLVR2 (+ consistency), CIDEr and their average per run."""
+    """Summarise multi-task runs: VQA, GQA, NLVR2 (+ consistency), CIDEr and their average per variant, at
+    the learning rate its validation average chose, mean ± std over seeds."""
     from vlpeft.train.multitask.summary import markdown, write_summary
 
-    rows = write_summary(runs, names, out_md, out_json, plot)
-    typer.echo(markdown(rows).rstrip())
+    rows, grid = write_summary(runs, names, out_md, out_json, plot, plot_data)
+    typer.echo(markdown(rows, grid).rstrip())

@@ -46,6 +46,7 @@ def train_task(
     evaluate_test: bool = True,
     progress: bool = True,
     headline_out: str | Path | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` (a name of ``vlpeft.tasks.TASKS``) with its params section; see the module docstring.
 
@@ -106,6 +107,7 @@ def train_task(
 
     metrics: dict[str, Any] = {
         "task": task,
+        "variant": variant,  # the params variants entry this run trained (None: params as given)
         "val": {
             "metric": binding.metric_name,
             "best": result.best,
@@ -114,6 +116,7 @@ def train_task(
         },
         "train": {
             "epochs": cfg.epochs,
+            "lr": cfg.lr,
             "steps": result.global_step,
             "samples": len(binding),
             "samples_per_s": round(result.samples_per_s, 2),

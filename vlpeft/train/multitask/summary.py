@@ -1,11 +1,18 @@
 """The multi-task summary table: per task and the Table 1 average, one row per trained variant.
 
-Reads each run's ``metrics.json`` (``train_task``'s file: ``test.<task>.score`` and ``test.average``) and
-writes Markdown, JSON and a bar plot. Pure apart from the file reading/writing at the edges.
+Reads each run's ``metrics.json`` (``train_task``'s file: ``variant``, ``train.lr``, ``model.seed``, the
+validation average, ``test.<task>.score`` and ``test.average``). Runs of one variant at several learning
+rates (``multitask.lr_grid``) and seeds are grouped: per variant, the learning rate with the best mean
+validation average (the checkpoint the test uses: ``val.last`` for ``test_checkpoint: last``) is kept, and
+its test scores are the mean (± sample std) over its seeds. The test split never chooses anything.
+
+Writes Markdown (the table and the learning-rate search), JSON, a bar plot and, for ``dvc plots``, the
+averages as rows. Pure apart from the file reading/writing at the edges.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,40 +23,116 @@ from vlpeft.io import read_json, write_json, write_text
 COLUMNS = (("vqa", "VQA"), ("gqa", "GQA"), ("nlvr", "NLVR2"), ("caption", "CIDEr"))
 
 
-def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run name: routing, trainable %, each task's test score, NLVR2 consistency, average."""
-    rows = []
+def _validation(name: str, metrics: Mapping[str, Any]) -> float:
+    """The validation average of the checkpoint the test used (what selection may look at)."""
+    val = metrics.get("val") or {}
+    key = "best" if metrics.get("test_checkpoint") == "best" else "last"
+    if val.get(key) is None:
+        raise DataError(f"{name}: metrics have no validation average (val.{key})")
+    return float(val[key])
+
+
+def _test_scores(name: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Each task's test score, NLVR2 consistency and the average of one run (flat, by column label)."""
+    test = metrics.get("test")
+    if not isinstance(test, dict) or "average" not in test:
+        raise DataError(f"{name}: metrics have no multi-task test scores (test.average)")
+    scores = {label: float(test[task]["score"]) for task, label in COLUMNS if task in test}
+    if "nlvr" in test and "consistency" in test["nlvr"]:
+        scores["NLVR2 consistency"] = float(test["nlvr"]["consistency"])
+    scores["average"] = float(test["average"])
+    return scores
+
+
+def group_runs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[float | None, dict[str, Any]]]:
+    """``{variant: {lr: {"runs": [names], "val": [..], "scores": [{label: score}], "model": {...}}}}``.
+
+    A run without a recorded ``variant`` is its own variant, named by its run name.
+    """
+    groups: dict[str, dict[float | None, dict[str, Any]]] = {}
     for name, metrics in runs.items():
-        test = metrics.get("test")
-        if not isinstance(test, dict) or "average" not in test:
-            raise DataError(f"{name}: metrics have no multi-task test scores (test.average)")
-        model = metrics.get("model", {})
+        variant = metrics.get("variant") or name
+        lr = (metrics.get("train") or {}).get("lr")
+        cell = groups.setdefault(variant, {}).setdefault(
+            lr, {"runs": [], "val": [], "scores": [], "model": metrics.get("model", {})}
+        )
+        cell["runs"].append(name)
+        cell["val"].append(_validation(name, metrics))
+        cell["scores"].append(_test_scores(name, metrics))
+    return groups
+
+
+def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(rows, grid)``: one row per variant at its selected learning rate, and every (variant, lr) cell.
+
+    Row: variant, method, sharing, routing, trainable %, lr, seeds, the validation average that chose the lr,
+    each task's test score, NLVR2 consistency and the average (means over seeds), ``average_std``.
+    """
+    rows, grid = [], []
+    for variant, by_lr in group_runs(runs).items():
+        cells = []
+        for lr, cell in by_lr.items():
+            val = statistics.fmean(cell["val"])
+            avg = statistics.fmean(s["average"] for s in cell["scores"])
+            cells.append((val, lr, cell))
+            grid.append({"variant": variant, "lr": lr, "seeds": len(cell["runs"]),
+                         "val_average": round(val, 2), "average": round(avg, 2)})  # fmt: skip
+        val, lr, cell = max(cells, key=lambda c: c[0])  # ties: the first lr listed
+        model = cell["model"]
         row: dict[str, Any] = {
-            "run": name,
+            "variant": variant,
             "method": model.get("method"),
             "sharing": model.get("sharing"),
             "routing": model.get("routing"),
             "trainable_percent": model.get("percent"),
+            "lr": lr,
+            "seeds": len(cell["runs"]),
+            "val_average": round(val, 2),
         }
-        for task, label in COLUMNS:
-            row[label] = round(float(test[task]["score"]), 2) if task in test else None
-        row["NLVR2 consistency"] = round(float(test["nlvr"]["consistency"]), 2) if "nlvr" in test else None
-        row["average"] = round(float(test["average"]), 2)
+        for label in [label for _, label in COLUMNS] + ["NLVR2 consistency", "average"]:
+            values = [s[label] for s in cell["scores"] if label in s]
+            row[label] = round(statistics.fmean(values), 2) if values else None
+        averages = [s["average"] for s in cell["scores"]]
+        row["average_std"] = round(statistics.stdev(averages), 2) if len(averages) > 1 else None
         rows.append(row)
-    return rows
+    return rows, grid
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (scores in percent, CIDEr x 100)."""
-    keys = ["run", "method", "sharing", "routing", "trainable_percent", *(label for _, label in COLUMNS)]
-    keys += ["NLVR2 consistency", "average"]
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:g}" if v < 0.1 else f"{v:.2f}"  # learning rates as 0.003, scores as 61.50
+    return str(v)
+
+
+def markdown(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = None) -> str:
+    """The rows as a Markdown table (scores in percent, CIDEr x 100; average ± std over seeds), then the
+    learning-rate search (validation average of each variant at each lr) when there was one."""
+    keys = ["variant", "method", "sharing", "routing", "trainable_percent", "lr", "seeds"]
+    keys += [label for _, label in COLUMNS] + ["NLVR2 consistency", "average"]
     headers = {"trainable_percent": "trainable %"}  # every other column is headed by its row key
 
-    def cell(v: Any) -> str:
-        return "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+    def average(r: dict[str, Any]) -> str:
+        std = r.get("average_std")
+        return _cell(r["average"]) + ("" if std is None else f" ± {std:.2f}")
 
     lines = ["| " + " | ".join(headers.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(average(r) if k == "average" else _cell(r.get(k)) for k in keys) + " |"
+        for r in rows
+    ]
+    lrs = sorted({g["lr"] for g in grid or () if g["lr"] is not None})
+    if len(lrs) > 1:
+        val = {(g["variant"], g["lr"]): g["val_average"] for g in grid}
+        lines += ["", "Learning-rate search: validation average (the chosen lr's test scores are above)", ""]
+        lines += [
+            "| variant | " + " | ".join(f"lr {_cell(lr)}" for lr in lrs) + " |",
+            "|---|" + "---|" * len(lrs),
+        ]
+        for r in rows:
+            cells = [_cell(val.get((r["variant"], lr))) for lr in lrs]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -62,21 +145,29 @@ def run_names(runs_dir: Path) -> list[str]:
 
 
 def write_summary(
-    runs_dir: Path, names: list[str] | None, out_md: Path, out_json: Path, plot: Path | None
-) -> list[dict]:
-    """Read ``<runs_dir>/<name>/metrics.json`` of every run and write the table, its JSON and the plot.
+    runs_dir: Path,
+    names: list[str] | None,
+    out_md: Path,
+    out_json: Path,
+    plot: Path | None,
+    plot_data: Path | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Read ``<runs_dir>/<name>/metrics.json`` of every run; write the table, its JSON, the PNG plot and
+    ``plot_data`` (``[{variant, average}]``, a ``dvc plots`` bar chart). Returns ``summary_rows``' pair.
 
     ``names`` None (or empty): every run under ``runs_dir`` (``run_names``), so a pipeline whose variants are
-    a params table need not repeat their names.
+    a params table need not repeat their names. Rows come in the order their variant's first run is named.
     """
     names = list(names) if names else run_names(runs_dir)
     runs = {n: read_json(Path(runs_dir) / n / "metrics.json", "train metrics") for n in names}
-    rows = summary_rows(runs)
-    write_text(out_md, markdown(rows))
-    write_json(out_json, {"columns": [label for _, label in COLUMNS], "rows": rows})
+    rows, grid = summary_rows(runs)
+    write_text(out_md, markdown(rows, grid))
+    write_json(out_json, {"columns": [label for _, label in COLUMNS], "rows": rows, "lr_search": grid})
     if plot is not None:
         _plot(rows, plot)
-    return rows
+    if plot_data is not None:
+        write_json(plot_data, [{"variant": r["variant"], "average": r["average"]} for r in rows])
+    return rows, grid
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -92,7 +183,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / max(len(rows), 1)
     for i, row in enumerate(rows):
         xs = [j + i * width for j in range(len(labels))]
-        ax.bar(xs, [row.get(k) or 0.0 for k in labels], width, label=f"{row['run']} ({row['routing']})")
+        ax.bar(xs, [row.get(k) or 0.0 for k in labels], width, label=f"{row['variant']} ({row['routing']})")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels)
     ax.set_ylabel("test score (%; CIDEr x 100)")
     ax.legend(fontsize=8)
