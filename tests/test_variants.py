@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dvc_run import run_dvc
 
 from vlpeft.config import load_params, params_from_dict
 from vlpeft.errors import ConfigError
@@ -101,9 +102,22 @@ def test_run_names_round_trip():
 
 def test_dvc_matrix_iterates_the_params_table():
     """dvc.yaml's train stages are exactly final_runs(params.yaml): one table, read by DVC and the library."""
-    # dvc is a pinned dependency: run it from this interpreter (no skip, no reliance on PATH).
-    cmd = [sys.executable, "-m", "dvc", "stage", "list", "--name-only"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    stages = {s for s in proc.stdout.split() if s.startswith("train@")}
+    stages = {s for s in run_dvc(["stage", "list", "--name-only"], ROOT).split() if s.startswith("train@")}
     assert stages == {f"train@{r.name}" for r in final_runs(load_params([ROOT / "params.yaml"]))}
+
+
+def test_multitask_dvc_matrix_is_variants_by_lr_grid_by_seeds():
+    """multitask/dvc.yaml trains every variant of multitask/params.yaml at every lr of multitask.lr_grid and
+    every seed, each in its own run directory (what the summary groups and selects from)."""
+    mt = ROOT / "multitask"
+    params = load_params([mt / "params.yaml"])
+    assert len(params.multitask.lr_grid) > 1
+    listed = run_dvc(["stage", "list"], mt).splitlines()
+    trains = {line.split()[0]: line.split()[-1] for line in listed if line.startswith("train@")}
+    want = {
+        f"train@{v}-{lr}-{seed}": f"artifacts/train/multitask-{v}-lr{lr}-{seed}"
+        for v in params.variants
+        for lr in params.multitask.lr_grid
+        for seed in params.seeds
+    }
+    assert trains == want
