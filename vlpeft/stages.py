@@ -485,25 +485,73 @@ def registered_name(params: Params, task: str) -> str:
     return getattr(params.registry, spec.registry_field)
 
 
+def selected_run(params: Params, task: str, runs: str | Path) -> Path:
+    """The train run under ``runs`` to register: ``registry.variant``'s run of ``task`` with seed
+    ``seeds[0]``, and when that variant trained several learning rates (``multitask.lr_grid``), at the one the
+    multi-task summary keeps (best mean validation average; ``vlpeft.train.multitask.summary``).
+
+    Runs are recognised by their ``metrics.json`` (``task``, ``variant``, ``train.lr``, ``model.seed``), not
+    by their directory names (paths belong to dvc.yaml). A missing or ambiguous run is a ``DataError``.
+    """
+    from vlpeft.io import read_json
+
+    variant, seed = params.registry.variant, params.seeds[0]
+    found = {p.parent: read_json(p, "train metrics") for p in sorted(Path(runs).glob("*/metrics.json"))}
+    mine = {d: m for d, m in found.items() if m.get("task") == task and m.get("variant") == variant}
+    if not mine:
+        raise DataError(f"{runs}: no finished {task} run of variant {variant!r} (registry.variant)")
+    lrs = {(m.get("train") or {}).get("lr") for m in mine.values()}
+    lr = next(iter(lrs))
+    if len(lrs) > 1:
+        from vlpeft.train.multitask.summary import summary_rows
+
+        rows, _ = summary_rows({d.name: m for d, m in mine.items()})  # one row: this variant's chosen lr
+        lr = rows[0]["lr"]
+    chosen = [
+        d for d, m in mine.items()
+        if (m.get("train") or {}).get("lr") == lr and (m.get("model") or {}).get("seed") == seed
+    ]  # fmt: skip
+    if len(chosen) != 1:
+        names = ", ".join(d.name for d in chosen) or "none"
+        raise DataError(
+            f"{runs}: {len(chosen)} {task} runs of variant {variant!r}, lr {lr}, seed {seed}: {names}"
+        )
+    return chosen[0]
+
+
 def register(
     params: Params,
     task: str,
     *,
-    model: str | Path,
-    metrics: str | Path,
+    model: str | Path | None = None,
+    metrics: str | Path | None = None,
     history: str | Path | None = None,
     out: str | Path | None = None,
     name: str | None = None,
     models: str | Path | None = None,
+    runs: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``register`` stage: the trained model as a pyfunc version (alias ``challenger``) with its metrics,
     method, routing, rank, data and code version. ``models`` relocates the backbones a model saved in another
     pod references (see ``relocated_model``). Returns (and writes to ``out``) the version record.
+
+    The model is ``model`` with its ``metrics`` (and ``history``) files, or the ``selected_run`` under
+    ``runs``: its test checkpoint (``best``/``last``, the one its test figures are of), ``metrics.json`` and
+    ``curves.json``.
     """
     check_writable(out)
     from vlpeft.io import read_json, write_json
 
     name = name or registered_name(params, task)
+    if runs is not None:
+        if model is not None or metrics is not None:
+            raise ConfigError("register: pass either --runs or --model and --metrics, not both")
+        run = selected_run(params, task, runs)
+        checkpoint = read_json(run / "metrics.json", "train metrics").get("test_checkpoint", "best")
+        model, metrics = run / checkpoint, run / "metrics.json"
+        history = run / "curves.json" if (run / "curves.json").is_file() else None
+    if model is None or metrics is None:
+        raise ConfigError("register: pass --model and --metrics (or --runs)")
     if not params.tracking.enabled:
         record: dict[str, Any] = {"name": name, "registered": False}
         if out:
@@ -573,7 +621,8 @@ def review(
     """The ``review`` stage: an HTML report and a Markdown summary, challenger beside champion, in ``out``.
 
     ``data`` is the data root the sample images come from (default ``<data.root>/<data.source>``; skipped
-    when absent). Returns ``{"verdict", "html", "markdown"}``.
+    when absent); ``samples`` (default ``registry.review_samples``) per task the model was trained on.
+    Returns ``{"verdict", "html", "markdown"}``.
     """
     check_writable(out)
     from vlpeft.tracking.report import verdict, write_review

@@ -33,6 +33,23 @@ FAMILY_BACKBONE: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class PyfuncSpec:
+    """How the registered model of a task is called (``vlpeft.tracking.pyfunc_model``).
+
+    ``inputs`` are the input columns in the order of the arguments of the ``Predictor`` method ``method``
+    (``vlpeft.train.predict``); ``optional`` columns may be absent or empty (the method then gets ``None``
+    or ``""``); ``images`` are the columns holding images (base64 or file paths); ``output`` is the one
+    output column.
+    """
+
+    method: str
+    inputs: tuple[str, ...]
+    output: str
+    optional: frozenset[str] = frozenset()
+    images: frozenset[str] = frozenset({"image"})
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One trainable task.
 
@@ -41,6 +58,12 @@ class TaskSpec:
     the best checkpoint and the sweep follow, with its ``direction``; when the task's section has
     ``loss_fallback`` set to 0 (e.g. ``caption.val_cider_images: 0``), validation falls back to
     ``val_loss``, minimised. ``test_metric`` is the headline key of the test metrics (tables, reviews).
+
+    Registry: ``pyfunc`` says how a registered model is called (``None``: the task cannot be registered);
+    ``tag_metrics`` are the test metrics copied to version tags (``fnmatch`` patterns of the flat keys of
+    ``vlpeft.tracking.registry.headline_metrics``; promotions report their deltas); a multi-task model's test
+    metrics hold one section per trained task, and ``per_task_metric`` is the key in each that enters the
+    headline average (the review's per-task table).
     """
 
     name: str
@@ -52,9 +75,16 @@ class TaskSpec:
     direction: Direction
     test_metric: str
     registry_field: str
+    pyfunc: PyfuncSpec | None
+    tag_metrics: tuple[str, ...]
     sweepable: bool = True
-    registrable: bool = True
     loss_fallback: str | None = None
+    per_task_metric: str | None = None
+
+    @property
+    def registrable(self) -> bool:
+        """True when models of this task can be registered (it has a pyfunc)."""
+        return self.pyfunc is not None
 
     @property
     def backbone_field(self) -> str:
@@ -90,6 +120,8 @@ TASKS: dict[str, TaskSpec] = {
             direction="maximize",
             test_metric="overall",
             registry_field="vqa_name",
+            pyfunc=PyfuncSpec(method="answers", inputs=("image", "question"), output="answer"),
+            tag_metrics=("overall", "perAnswerType.*"),
         ),
         TaskSpec(
             name="caption",
@@ -101,6 +133,8 @@ TASKS: dict[str, TaskSpec] = {
             direction="maximize",
             test_metric="CIDEr",
             registry_field="caption_name",
+            pyfunc=PyfuncSpec(method="captions", inputs=("image",), output="caption"),
+            tag_metrics=("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE"),
             loss_fallback="val_cider_images",
         ),
         TaskSpec(
@@ -114,8 +148,18 @@ TASKS: dict[str, TaskSpec] = {
             direction="maximize",
             test_metric="average",
             registry_field="multitask_name",
+            # One row = one task's input: ``task`` (vqa, gqa, nlvr, caption), the image, the question or
+            # NLVR2 statement (empty for captions) and NLVR2's second image.
+            pyfunc=PyfuncSpec(
+                method="outputs",
+                inputs=("task", "image", "question", "image2"),
+                output="output",
+                optional=frozenset({"question", "image2"}),
+                images=frozenset({"image", "image2"}),
+            ),
+            tag_metrics=("average", "*.score", "vqa.overall", "nlvr.consistency", "caption.CIDEr"),
             sweepable=False,
-            registrable=False,  # no pyfunc/review for the generative family yet
+            per_task_metric="score",
         ),
     )
 }

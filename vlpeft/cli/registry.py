@@ -26,13 +26,23 @@ app.add_typer(registry_app, name="registry")
 @app.command("register")
 def register(
     task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
-    model: Annotated[Path, typer.Option(help="trained model dir (save_vl_model, e.g. models/vqa/best)")],
-    metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of this model")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="trained model dir (save_vl_model, e.g. artifacts/train/vqa-best-0/best)"),
+    ] = None,
+    metrics: Annotated[Path | None, typer.Option(help="evaluation metrics JSON of this model")] = None,
     name: Annotated[str | None, typer.Option(help="registered model name (default: params registry)")] = None,
     history: Annotated[
         Path | None, typer.Option(help="training history (JSON/CSV records per epoch) for the curves")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="write the registered version as JSON here")] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="instead of --model/--metrics/--history: the dir of train runs; registers the first-seed "
+            "run of registry.variant (at the lr the multi-task summary keeps)"
+        ),
+    ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
 ) -> None:
@@ -41,7 +51,9 @@ def register(
 
     task = task_name.value
     cfg = load(params, sets)
-    record = stages.register(cfg, task, model=model, metrics=metrics, history=history, out=out, name=name)
+    record = stages.register(
+        cfg, task, model=model, metrics=metrics, history=history, out=out, name=name, runs=runs
+    )
     if not record["registered"]:
         typer.echo(f"tracking.enabled is false: {record['name']} not registered")
         return
@@ -51,14 +63,14 @@ def register(
 
 @registry_app.command("review")
 def review(
-    model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa")],
+    model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa, vlpeft-multitask")],
     out: Annotated[Path, typer.Option(help="directory for review.html, review.md, review.json")],
     data: Annotated[
         Path | None, typer.Option(help="data root for sample images (default: <data.root>/<data.source>)")
     ] = None,
     split: Annotated[str, typer.Option(help="split the samples come from")] = "test",
     samples: Annotated[
-        int | None, typer.Option(help="number of samples (default: registry.review_samples)")
+        int | None, typer.Option(help="samples per task (default: registry.review_samples)")
     ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,

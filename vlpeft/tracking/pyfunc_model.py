@@ -5,9 +5,11 @@ stores this file's source; loading executes it, and ``load_context`` rebuilds th
 package's adapter and head weights (safetensors) and its copied backbones (Hugging Face directories), via
 ``Predictor.load``.
 
-Input: a pandas DataFrame with column ``image`` (a base64-encoded PNG/JPEG, optionally a ``data:`` URL, or a
-local file path) and, for VQA, ``question``. Output: a DataFrame with one column, ``answer`` (VQA) or
-``caption``.
+Input: a pandas DataFrame with the columns of the task's ``PyfuncSpec`` (``vlpeft.tasks``): images as
+base64-encoded PNG/JPEG (optionally a ``data:`` URL) or local file paths. VQA: ``image``, ``question``;
+captions: ``image``; multi-task: ``task`` (vqa, gqa, nlvr, caption), ``image``, ``question`` (the question,
+NLVR2's statement, empty for captions) and ``image2`` (NLVR2's second image). Output: a DataFrame with one
+column, ``answer`` (VQA), ``caption`` or ``output`` (multi-task: answers, captions, ``true``/``false``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from typing import Any
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-OUTPUT_COLUMN = {"vqa": "answer", "caption": "caption"}
+
+def given(value: Any) -> bool:
+    """False for an absent cell: None, NaN (pandas fills missing optional columns with it) or empty text."""
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return not (isinstance(value, str) and not value.strip())
 
 
 def decode_image(value: Any) -> Any:
@@ -47,7 +54,8 @@ def decode_image(value: Any) -> Any:
 
 
 class VlpeftPyfunc(PythonModel):
-    """Answers questions about images (VQA) or captions images, from a vlpeft model package."""
+    """Answers questions about images (VQA), captions images, or both and more (multi-task), from a vlpeft
+    model package; the task's ``PyfuncSpec`` names the columns and the ``Predictor`` method."""
 
     def load_context(self, context: Any) -> None:
         code = context.artifacts.get("code")
@@ -55,28 +63,34 @@ class VlpeftPyfunc(PythonModel):
             # The vlpeft source registered with the model (a zip on sys.path): the code version that trained
             # it, and importable where vlpeft is not installed. A process that already runs vlpeft keeps it.
             sys.path.insert(0, code)
-        from vlpeft.tracking.packaging import localize_package, read_meta
+        from vlpeft.tasks import get_task
+        from vlpeft.tracking.packaging import localize_package
         from vlpeft.train.predict import Predictor
 
         model_dir = localize_package(context.artifacts["model"])
-        self.task = read_meta(model_dir)["task"]
         self.predictor = Predictor.load(model_dir)
+        self.spec = get_task(self.predictor.meta["task"]).pyfunc  # the trained task (vlpeft_train.json)
 
     # No type hints here on purpose: MLflow would try to derive a schema from them; the signature is explicit.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
+        spec = self.spec
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "image" not in frame.columns:
-            raise ValueError("input needs an 'image' column (base64 PNG/JPEG or a file path)")
-        images = [decode_image(v) for v in frame["image"]]
-        if self.task == "vqa":
-            if "question" not in frame.columns:
-                raise ValueError("VQA input needs a 'question' column")
-            out = self.predictor.answers(images, [str(q) for q in frame["question"]])
-        else:
-            out = self.predictor.captions(images)
-        return pd.DataFrame({OUTPUT_COLUMN.get(self.task, "output"): out})
+        missing = [c for c in spec.inputs if c not in spec.optional and c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"input needs the column(s) {', '.join(missing)} (columns: {', '.join(spec.inputs)})"
+            )
+        args = []
+        for column in spec.inputs:  # in the order of the Predictor method's arguments
+            values = list(frame[column]) if column in frame.columns else [None] * len(frame)
+            if column in spec.images:
+                args.append([decode_image(v) if given(v) else None for v in values])
+            else:
+                args.append([str(v) if given(v) else "" for v in values])
+        out = getattr(self.predictor, spec.method)(*args)
+        return pd.DataFrame({spec.output: out})
 
 
 mlflow.models.set_model(VlpeftPyfunc())

@@ -1,10 +1,12 @@
 """MLflow model registry: register a trained model as a pyfunc, read versions by alias, promote.
 
-A registered version carries tags ``task``, ``method``, ``routing``, ``rank``, ``metric.<name>``,
-``trainable_params``, ``data_version`` (DVC hash, or on Kubeflow a digest of the input artifact URIs, with
-``kfp_run_id``, ``kfp_task``, ``image`` and ``kfp_input_*`` tags), ``code_version`` (git commit) and
-``run_id``; aliases are ``challenger`` (the newest registration) and ``champion`` (the one in use; set on
-the first registration, then only by ``promote``). Stages are not used (deprecated since MLflow 2.9).
+A registered version carries tags ``task``, ``tasks`` (what the model was trained on: the task itself, or a
+multi-task model's tasks), ``method``, ``sharing``, ``routing``, ``rank``, ``metric.<name>`` (the task's
+``tag_metrics``, ``vlpeft.tasks``), ``params_trainable``, ``data_version`` (DVC hash, or on Kubeflow a digest
+of the input artifact URIs, with ``kfp_run_id``, ``kfp_task``, ``image`` and ``kfp_input_*`` tags),
+``code_version`` (git commit) and ``run_id``; aliases are ``challenger`` (the newest registration) and
+``champion`` (the one in use; set on the first registration, then only by ``promote``). Stages are not used
+(deprecated since MLflow 2.9).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from vlpeft.errors import TrackingError
+from vlpeft.tasks import PyfuncSpec, TaskSpec, get_task
 from vlpeft.tracking.preflight import check_tracking, project_root, quiet_mlflow_env, tracking_uri
 from vlpeft.tracking.provenance import UNKNOWN, git_commit, git_dirty, provenance_source
 
@@ -23,8 +27,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 HISTORY = "history/"  # registration-run metrics holding the training history (curves), not results
-# Headline metrics stored as version tags (all numeric metrics go to the run).
-TAG_METRICS = ("overall", "perAnswerType.", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 
 
 @dataclass
@@ -148,13 +150,19 @@ def _stage_files(model_dir: Path, staging: Path) -> tuple[Path, Path]:
     return package, zip_source(Path(vlpeft.__file__).parent, staging / "vlpeft_src.zip")
 
 
-def _signature(task: str) -> Any:
+def _signature(spec: PyfuncSpec) -> Any:
+    """The pyfunc's input and output columns (all text: images travel as base64 or paths)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [ColSpec("string", "image")] + ([ColSpec("string", "question")] if task == "vqa" else [])
-    output = "answer" if task == "vqa" else "caption"
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", output)]))
+    inputs = [ColSpec("string", c, required=c not in spec.optional) for c in spec.inputs]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", spec.output)]))
+
+
+def tag_metrics(spec: TaskSpec, flat: dict[str, float]) -> dict[str, str]:
+    """``metric.<key>`` version tags of the flat metrics that match the task's ``tag_metrics`` patterns."""
+    keep = [k for k in flat if any(fnmatchcase(k, pattern) for pattern in spec.tag_metrics)]
+    return {f"metric.{k}": f"{flat[k]:.4f}" for k in keep}
 
 
 def register_model(
@@ -182,10 +190,16 @@ def register_model(
     from vlpeft.tracking.mlflow import MlflowTracker
     from vlpeft.tracking.packaging import read_meta
 
+    spec = get_task(task)
+    if spec.pyfunc is None:
+        raise TrackingError(f"task {task}: registering its models is not supported (no pyfunc)")
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
-    if meta["task"] != task:
-        raise TrackingError(f"{model_dir}: holds a {meta['task']!r} model, not {task!r}")
+    if meta["task"] != spec.family:  # save_vl_model records the model family (vqa, caption, generative)
+        family = meta["task"]
+        raise TrackingError(
+            f"{model_dir}: a {family!r}-family model; task {task} needs a {spec.family!r} one"
+        )
     client, uri = _client(uri)
     peft = meta.get("peft") or {}
     flat = headline_metrics(metrics)
@@ -201,7 +215,9 @@ def register_model(
     data_hash = data_hash or source.data_version(train_stage or f"train@{task}")
     tags = {
         "task": task,
+        "tasks": ",".join(peft.get("tasks") or [task]),
         "method": str(peft.get("method", UNKNOWN)),
+        "sharing": str(peft.get("sharing", UNKNOWN)),
         "routing": str(peft.get("routing", UNKNOWN)),
         "rank": str(peft.get("rank", UNKNOWN)),
         "data_version": data_hash,
@@ -220,7 +236,7 @@ def register_model(
     if train_stage:
         tags["train_stage"] = train_stage
     tags |= source.version_tags()
-    tags |= {f"metric.{k}": f"{v:.4f}" for k, v in flat.items() if k.startswith(TAG_METRICS)}
+    tags |= tag_metrics(spec, flat)
 
     tracker = MlflowTracker(f"register@{task}", experiment=experiment, uri=uri, tags=tags)
     with tracker, tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
@@ -243,7 +259,7 @@ def register_model(
                     python_model=str(PYFUNC_FILE),
                     artifacts={"model": str(package), "code": str(code)},
                     pip_requirements=pip_requirements(),
-                    signature=_signature(task),
+                    signature=_signature(spec.pyfunc),
                 )
             mv = client.create_model_version(
                 name=_ensure_registered(client, name, task), source=info.model_uri, run_id=tracker.run_id,

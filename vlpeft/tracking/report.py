@@ -12,27 +12,51 @@ from pathlib import Path
 from typing import Any
 
 from vlpeft.io import write_json, write_text
-from vlpeft.tracking.review import Review, Side
+from vlpeft.tasks import TASKS
+from vlpeft.tracking.review import Review, Sample, Side
 
 ANSWER_TYPES = ("overall", "perAnswerType.")
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
-PRIMARY = {"vqa": "overall", "caption": "CIDEr"}
 MAX_CURVES = 12
+TEXT_LABEL = {"nlvr": "statement"}  # what a sample's text is (default: a question)
 
 
-def metric_groups(keys: set[str]) -> list[tuple[str, list[str]]]:
-    """Metric keys grouped for display: per answer type, caption metrics, per question type, other."""
-    answer = sorted((k for k in keys if k.startswith(ANSWER_TYPES)), key=lambda k: (k != "overall", k))
-    caption = [k for k in CAPTION_METRICS if k in keys]
-    qtype = sorted(k for k in keys if k.startswith("perQuestionType."))
-    other = sorted(keys - set(answer) - set(caption) - set(qtype))
+def _by_kind(keys: set[str], prefix: str = "") -> list[tuple[str, list[str]]]:
+    """``keys`` that start with ``prefix`` grouped by what follows it: per answer type, caption metrics, per
+    question type, other; titles name the prefix (a multi-task model's task)."""
+    name = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
+    answer = sorted((n for n in name if n.startswith(ANSWER_TYPES)), key=lambda n: (n != "overall", n))
+    caption = [n for n in CAPTION_METRICS if n in name]
+    qtype = sorted(n for n in name if n.startswith("perQuestionType."))
+    other = sorted(set(name) - set(answer) - set(caption) - set(qtype))
+    label = f"{prefix[:-1]}: " if prefix else ""
     groups = [
         ("VQA accuracy per answer type", answer),
         ("Caption metrics", caption),
         ("VQA accuracy per question type", qtype),
         ("Other metrics", other),
     ]
-    return [(title, ks) for title, ks in groups if ks]
+    return [(label + title, [name[n] for n in ns]) for title, ns in groups if ns]
+
+
+def metric_groups(keys: set[str], review: Review | None = None) -> list[tuple[str, list[str]]]:
+    """Metric keys grouped for display: per answer type, caption metrics, per question type, other.
+
+    A multi-task model's review (its task's ``per_task_metric``) first gets each task's score beside the
+    headline average, then each task's own metrics (``<task>.*``) grouped the same way, then the rest.
+    """
+    spec = TASKS.get(review.task) if review is not None else None
+    if spec is None or spec.per_task_metric is None:
+        return _by_kind(keys)
+    scores = [k for k in (f"{t}.{spec.per_task_metric}" for t in review.tasks) if k in keys]
+    scores += [spec.test_metric] if spec.test_metric in keys else []
+    groups = [("Per task and average (test)", scores)] if scores else []
+    rest = keys - set(scores)
+    for task in review.tasks:
+        mine = {k for k in rest if k.startswith(f"{task}.")}
+        groups += _by_kind(mine, f"{task}.")
+        rest -= mine
+    return groups + _by_kind(rest)
 
 
 def _fmt(value: float | None) -> str:
@@ -50,7 +74,9 @@ def model_rows(review: Review) -> list[tuple[str, list[str]]]:
     fields = [
         ("version", lambda s: s.version.version),
         ("aliases", lambda s: ", ".join(s.aliases)),
+        ("tasks", lambda s: s.version.tags.get("tasks", "?")),
         ("method", lambda s: s.version.tags.get("method", "?")),
+        ("sharing", lambda s: s.version.tags.get("sharing", "?")),
         ("routing", lambda s: s.version.tags.get("routing", "?")),
         ("rank", lambda s: s.version.tags.get("rank", "?")),
         ("trainable parameters", lambda s: _params(s.version.tags)),
@@ -69,8 +95,10 @@ def _params(tags: dict[str, str]) -> str:
 
 
 def verdict(review: Review) -> str:
-    """One sentence on the primary metric (VQA overall accuracy, CIDEr for captions)."""
-    key = PRIMARY.get(review.task, "")
+    """One sentence on the primary metric: the task's ``test_metric`` (VQA overall accuracy, CIDEr, the
+    multi-task average)."""
+    spec = TASKS.get(review.task)
+    key = spec.test_metric if spec is not None else ""
     if len(review.sides) < 2:
         return f"Only one version ({review.sides[0].label}) holds both aliases: nothing to compare yet."
     delta = _delta(review.sides, key)
@@ -154,7 +182,26 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;padding:8px;width:220px}
-.card img{image-rendering:pixelated;width:128px}.plots img{margin:4px}"""
+.card img{image-rendering:pixelated;width:128px}.card img.pair{width:100px}.plots img{margin:4px}"""
+
+
+def sample_groups(review: Review) -> list[tuple[str, list[Sample]]]:
+    """``(title, samples)`` per task, in the review's task order: one "Samples" group for a single task."""
+    if len(review.tasks) <= 1:
+        return [("Samples", review.samples)] if review.samples else []
+    groups = [(f"Samples: {t}", [s for s in review.samples if s.task == t]) for t in review.tasks]
+    return [(title, samples) for title, samples in groups if samples]
+
+
+def _card(sample: Sample) -> str:
+    label = TEXT_LABEL.get(sample.task, "Q")
+    lines = [f"<b>{label}:</b> {html.escape(sample.question)}"] if sample.question is not None else []
+    lines.append(f"<b>reference:</b> {html.escape(sample.reference)}")
+    lines += [f"<b>{html.escape(k)}:</b> {html.escape(v)}" for k, v in sample.outputs.items()]
+    paths = [p for p in (sample.image_path, sample.image2_path) if p is not None]
+    css = " class='pair'" if len(paths) > 1 else ""
+    imgs = "".join(f"<img{css} src='data:image/png;base64,{image_b64(p)}'>" for p in paths)
+    return f"<div class='card'>{imgs}<br>{'<br>'.join(lines)}</div>"
 
 
 def render_html(review: Review) -> str:
@@ -169,7 +216,7 @@ def render_html(review: Review) -> str:
         "<h2>Models</h2>",
         _table_html([""] + [s.label for s in review.sides], [[n, *v] for n, v in model_rows(review)]),
     ]
-    for title, group in metric_groups(keys):
+    for title, group in metric_groups(keys, review):
         parts += [
             f"<h2>{html.escape(title)}</h2>",
             _table_html(_header(review, "metric"), _metric_rows(review, group)),
@@ -179,14 +226,9 @@ def render_html(review: Review) -> str:
         parts.append("<h2>Training curves</h2><div class='plots'>")
         parts += [f"<img alt='{html.escape(k)}' src='data:image/png;base64,{p}'>" for k, p in plots]
         parts.append("</div>")
-    if review.samples:
-        parts.append("<h2>Samples</h2><div class='cards'>")
-        for s in review.samples:
-            lines = [f"<b>Q:</b> {html.escape(s.question)}"] if s.question is not None else []
-            lines.append(f"<b>reference:</b> {html.escape(s.reference)}")
-            lines += [f"<b>{html.escape(k)}:</b> {html.escape(v)}" for k, v in s.outputs.items()]
-            img = f"<img src='data:image/png;base64,{image_b64(s.image_path)}'>"
-            parts.append(f"<div class='card'>{img}<br>{'<br>'.join(lines)}</div>")
+    for title, samples in sample_groups(review):
+        parts.append(f"<h2>{html.escape(title)}</h2><div class='cards'>")
+        parts += [_card(s) for s in samples]
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -213,19 +255,22 @@ def render_markdown(review: Review) -> str:
         "",
     ]
     out += [_table_md([""] + [s.label for s in review.sides], [[n, *v] for n, v in model_rows(review)]), ""]
-    for title, group in metric_groups(keys):
+    for title, group in metric_groups(keys, review):
         if title.endswith("question type"):
             continue
         out += [f"## {title}", "", _table_md(_header(review, "metric"), _metric_rows(review, group)), ""]
-    if review.samples:
-        labels = [s.label for s in review.sides]
-        head = ["image", *(["question"] if review.task == "vqa" else []), "reference", *labels]
+    labels = [s.label for s in review.sides]
+    for title, samples in sample_groups(review):
+        # A text column when the task's samples have one (questions, NLVR2 statements; captions none).
+        text = [TEXT_LABEL.get(samples[0].task, "question")] if samples[0].question is not None else []
+        head = ["image", *text, "reference", *labels]
         rows = [
-            [s.image_path.name, *([s.question or ""] if review.task == "vqa" else []), s.reference]
-            + [s.outputs.get(label, "") for label in labels]
-            for s in review.samples
+            [" + ".join(p.name for p in (s.image_path, s.image2_path) if p is not None)]
+            + ([s.question or ""] if text else [])
+            + [s.reference, *(s.outputs.get(label, "") for label in labels)]
+            for s in samples
         ]
-        out += ["## Samples", "", _table_md(head, rows), ""]
+        out += [f"## {title}", "", _table_md(head, rows), ""]
     return "\n".join(out)
 
 
@@ -234,6 +279,7 @@ def review_record(review: Review) -> dict[str, Any]:
     return {
         "name": review.name,
         "task": review.task,
+        "tasks": review.tasks,
         "verdict": verdict(review),
         "sides": [
             {
@@ -247,7 +293,9 @@ def review_record(review: Review) -> dict[str, Any]:
         ],
         "samples": [
             {
+                "task": s.task,
                 "image": str(s.image_path),
+                **({"image2": str(s.image2_path)} if s.image2_path is not None else {}),
                 "question": s.question,
                 "reference": s.reference,
                 "outputs": s.outputs,

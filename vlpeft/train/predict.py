@@ -2,10 +2,16 @@
 
 The image goes through the same frozen vision encoder (and pooling) that made the training features, so a
 prediction from a raw image equals the prediction from the feature store.
+
+A multi-task (generative) model answers for one of its trained tasks per input (``outputs``), decoding as
+its test evaluation did (``vlpeft.train.multitask.tasks``): VQA/GQA answers and captions are generated,
+NLVR2 (a statement about two images) is decided by the ``true`` vs ``false`` logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,45 @@ from PIL import Image
 
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import read_json
+from vlpeft.train.multitask.tasks import NLVR_CHOICES
 from vlpeft.train.tasks import TRAIN_META, VOCAB
+
+
+@dataclass(frozen=True)
+class GenerativeUse:
+    """How a multi-task model runs one task at inference, as its binding in ``vlpeft.train.multitask.tasks``.
+
+    ``images`` per input; ``text``: the input has a question/statement (captions: the task prefix alone);
+    ``choices``: decided by the first choice's logit against the second's (NLVR2), else generated with the
+    length and beam count stored under the ``length`` / ``beams`` keys of the model's ``vlpeft_train.json``.
+    """
+
+    images: int = 1
+    text: bool = True
+    choices: tuple[str, ...] = ()
+    length: str = "max_answer_tokens"
+    beams: str = "answer_beams"
+
+
+GENERATIVE_TASKS: dict[str, GenerativeUse] = {
+    "vqa": GenerativeUse(),
+    "gqa": GenerativeUse(),
+    "nlvr": GenerativeUse(images=2, choices=NLVR_CHOICES),
+    "caption": GenerativeUse(text=False, length="max_new_tokens", beams="caption_beams"),
+}
+
+
+def generative_defaults() -> dict[str, int]:
+    """Decoding settings for multi-task models saved before ``vlpeft_train.json`` recorded them: the config
+    defaults (``multitask.answer_beams``, ``multitask.caption_beams``, ``evaluate.max_new_tokens``)."""
+    from vlpeft.config import EvaluateConfig, MultiTaskConfig
+
+    fields = MultiTaskConfig.model_fields
+    return {
+        "answer_beams": fields["answer_beams"].default,
+        "caption_beams": fields["caption_beams"].default,
+        "max_new_tokens": EvaluateConfig.model_fields["max_new_tokens"].default,
+    }
 
 
 class Predictor:
@@ -79,6 +123,88 @@ class Predictor:
             num_beams=int(self.meta["num_beams"]),
             batch_size=len(images),
         )
+
+    @torch.no_grad()
+    def outputs(
+        self,
+        tasks: Sequence[str],
+        images: Sequence[Image.Image],
+        questions: Sequence[str] | None = None,
+        images2: Sequence[Image.Image | None] | None = None,
+    ) -> list[str]:
+        """A multi-task model's output per input: ``tasks[i]`` on ``images[i]`` (NLVR2: and ``images2[i]``)
+        with ``questions[i]`` (the question, or NLVR2's statement; empty for captions).
+
+        Answers and captions are generated text; NLVR2 gives ``true`` or ``false``. Inputs are grouped by task
+        (one batch each) and returned in input order.
+        """
+        if self.task != "generative":
+            raise ConfigError(
+                f"this is a {self.task} model, not a multi-task one: it takes no task per input"
+            )
+        n = len(images)
+        questions = list(questions) if questions is not None else [""] * n
+        images2 = list(images2) if images2 is not None else [None] * n
+        if not len(tasks) == len(questions) == len(images2) == n:
+            raise ConfigError(
+                f"{len(tasks)} tasks, {n} images, {len(questions)} questions, {len(images2)} images2"
+            )
+        trained = list(self.meta.get("tasks") or GENERATIVE_TASKS)
+        out: list[str] = [""] * n
+        for task in dict.fromkeys(tasks):
+            if task not in trained:
+                raise ConfigError(f"task {task!r}: this model was trained on {', '.join(trained)}")
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            texts = [questions[i] or "" for i in rows]
+            done = self._generative(task, [images[i] for i in rows], texts, [images2[i] for i in rows])
+            for i, text in zip(rows, done, strict=True):
+                out[i] = text
+        return out
+
+    def _generative(
+        self, task: str, images: list[Image.Image], texts: list[str], images2: list[Image.Image | None]
+    ) -> list[str]:
+        """One task's batch through the multi-task model (see ``GenerativeUse``)."""
+        use = GENERATIVE_TASKS[task]
+        if use.text and not all(texts):
+            raise ConfigError(f"task {task}: every input needs a question (NLVR2: the statement)")
+        if not use.text and any(texts):
+            raise ConfigError(f"task {task}: takes no question (the encoder text is the task prefix alone)")
+        pairs = [images] if use.images == 1 else [images, images2]
+        if any(img is None for group in pairs for img in group):
+            raise ConfigError(f"task {task}: every input needs {use.images} image(s) (image, image2)")
+        visual = self._features(pairs)
+        prefix = task if self.meta.get("task_prefix", True) else ""
+        enc = self.model.encode_texts(texts, task=prefix, max_length=int(self.meta["max_question_tokens"]))
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}
+        if use.choices:
+            logits = self.model.score_choices(enc["input_ids"], enc["attention_mask"], use.choices,
+                                              task=task, **visual)  # fmt: skip
+            # As NlvrGen.predict: the first choice only when its logit beats the second's.
+            return [
+                use.choices[0] if first else use.choices[1]
+                for first in (logits[:, 0] > logits[:, 1]).tolist()
+            ]
+        setting = {**generative_defaults(), **self.meta}
+        return self.model.generate(
+            **visual,
+            **enc,
+            max_new_tokens=int(setting[use.length]),
+            num_beams=int(setting[use.beams]),
+            task=task,
+        )
+
+    def _features(self, groups: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
+        """``{"visual": (B, k·m, d)}``: the frozen encoder's features of each input's k images side by side
+        (how the feature store feeds NLVR2's pairs in training), or {} for a blind model."""
+        if not self.model.uses_visual:
+            return {}
+        kind = self.model.model_cfg.visual_features
+        feats = []
+        for group in groups:
+            f = self.model.vision(self.model.vision.preprocess(group).to(self.model.device), kind=kind)
+            feats.append(f if f.dim() == 3 else f.unsqueeze(1))
+        return {"visual": torch.cat(feats, dim=1)}
 
     def answer(self, image: Image.Image, question: str) -> str:
         """The answer to ``question`` about ``image``."""

@@ -120,6 +120,10 @@ class MultiTaskData:
             "max_question_tokens": self.params.data.max_question_tokens,
             "max_answer_tokens": cfg.max_answer_tokens,
             "visual_features": self.params.model.visual_features,
+            # How the test split was decoded, so vlpeft.train.predict.Predictor decodes the same way.
+            "answer_beams": cfg.answer_beams,
+            "caption_beams": cfg.caption_beams,
+            "max_new_tokens": self.params.evaluate.max_new_tokens,
         }
         write_json(model_dir / TRAIN_META, meta)
 
