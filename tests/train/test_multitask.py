@@ -285,3 +285,50 @@ def test_summary_picks_each_variants_lr_by_validation_and_averages_its_seeds(tmp
         {"variant": "x", "average": 59.5},
         {"variant": "y", "average": 25.0},
     ]
+
+
+@pytest.mark.slow
+def test_multitask_trains_on_imported_vladapter_features(mt_setup, tmp_path):
+    """VL-Adapter's released layout (``<name>.h5`` with a (49, 2048) ``<name>/features`` grid) for every image
+    of the tiny world, imported with ``features-import``, trains the multi-task model with ``model.vision:
+    RN101`` through VL-T5's visual embedding; the same store is refused under another ``model.vision``."""
+    import h5py
+
+    from vlpeft.cli import main
+    from vlpeft.config import params_from_dict
+    from vlpeft.data.features import FeatureStore
+    from vlpeft.data.vladapter_features import data_root_ids
+    from vlpeft.errors import DataError
+    from vlpeft.train.run import build_task, train_task
+
+    world, root = mt_setup
+    h5_dir = tmp_path / "h5"
+    h5_dir.mkdir()
+    g = torch.Generator().manual_seed(0)
+    one_name = {image_id: name for name, image_id in sorted(data_root_ids(world).items())}
+    for name in one_name.values():  # the world's NLVR2 and GQA images are its own: one file per image
+        with h5py.File(h5_dir / f"{name}.h5", "w") as f:
+            f.create_group(name).create_dataset("features", data=torch.randn(49, 2048, generator=g).numpy())
+    store_dir = tmp_path / "rn101"
+    assert (
+        main(["features-import", "--h5-dir", str(h5_dir), "--data", str(world), "--out", str(store_dir)]) == 0
+    )
+    assert FeatureStore(store_dir).provenance["encoder"] == "RN101"
+
+    raw = _params(root, "vl").model_dump(mode="json")
+    raw["model"].update({"vision": "RN101", "projection": "vl_t5", "visual_features": "tokens"})
+    raw["multitask"].update({"epochs": 1, "lr": 1e-3})
+    params = params_from_dict(raw, "rn101 multitask params")
+    binding = build_task(params, "multitask", world, store_dir)
+    planned = plan.epoch_plan(binding.sizes, params.multitask.batch_sizes, 0, 0)
+    nlvr = binding.batch(next(idx for task, idx in planned if task == "nlvr"))
+    assert nlvr["visual"].shape[1:] == (2 * 36, 2048)  # two images of 36 pooled grid tokens each
+    flat = train_task(params, "multitask", world, store_dir, tmp_path / "run", progress=False)
+    assert "test.average" in flat and flat["train.steps"] > 0
+
+    # A store that names another encoder is refused: equal widths are no proof of equal features.
+    other = tmp_path / "other"
+    imported = ["features-import", "--h5-dir", str(h5_dir), "--data", str(world), "--encoder", "RN50"]
+    assert main([*imported, "--out", str(other)]) == 0
+    with pytest.raises(DataError, match=r"imported features of encoder 'RN50', but model\.vision is 'RN101'"):
+        build_task(params, "multitask", world, other)

@@ -2,6 +2,7 @@
 
 ``vlpeft pretrain``  tokenizer + tiny ViT / RoBERTa / GPT-2 for the embedded world (``pretrain`` params)
 ``vlpeft features``  the frozen vision encoder over every image -> feature store (``features`` params)
+``vlpeft features-import``  VL-Adapter's released CLIP h5 features -> feature store
 """
 
 from __future__ import annotations
@@ -93,4 +94,36 @@ def features(
     typer.echo(
         f"wrote {out}: {meta['n_images']} images, {'+'.join(meta['kinds'])} features, "
         f"width {meta['width']}, {meta['dtype']}, {len(meta['shards'])} shard(s)"
+    )
+
+
+@app.command("features-import")
+def features_import(
+    h5_dir: Annotated[
+        list[Path], typer.Option("--h5-dir", help="dir of VL-Adapter <img_id>.h5 files (repeatable)")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="feature store dir (replaced atomically)")] = Path(
+        "features"
+    ),
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="prepared data root: import exactly its images")
+    ] = None,
+    pool: Annotated[str, typer.Option(help="max6x6 (36 tokens, as VL-Adapter) | none (49)")] = "max6x6",
+    dtype: Annotated[str, typer.Option(help="stored dtype: float16 | float32")] = "float16",
+    shard_size: Annotated[int, typer.Option(help="images per safetensors shard")] = 4096,
+    encoder: Annotated[
+        str, typer.Option(help="the encoder name the store records (train needs model.vision = it)")
+    ] = "RN101",
+) -> None:
+    """Import VL-Adapter's released CLIP grid features (49 x C per image) into a feature store."""
+    from vlpeft.data.vladapter_features import import_vladapter_features
+
+    meta = import_vladapter_features(
+        h5_dir, out, data_root=data, pool=pool, dtype=dtype, shard_size=shard_size, encoder=encoder
+    )
+    skipped = meta["provenance"]["skipped_files"]
+    typer.echo(
+        f"wrote {out}: {meta['n_images']} images, tokens {meta['num_tokens']['tokens']} x {meta['width']}, "
+        f"{meta['dtype']}, {len(meta['shards'])} shard(s)"
+        + (f"; {skipped} h5 file(s) not used" if skipped else "")
     )

@@ -155,8 +155,6 @@ def _bart_base() -> Any:
 # Hub ids whose dimensions are built in code, so counting needs neither a download nor a cache.
 ARCHITECTURES: dict[str, Callable[[], Any]] = {"facebook/bart-base": _bart_base}
 
-# Feature widths of vision encoders whose features are imported rather than computed here.
-FEATURE_WIDTHS: dict[str, int] = {"RN101": 2048}  # OpenAI CLIP ResNet-101, layer-4 grid (VL-Adapter)
 
 
 def architecture_config(name_or_path: str, field: str) -> Any:
@@ -174,11 +172,12 @@ def architecture_config(name_or_path: str, field: str) -> Any:
 
 
 def feature_width(name_or_path: str) -> int:
-    """Width of the visual features of ``model.vision`` (local config, or ``FEATURE_WIDTHS``)."""
-    from vlpeft.models.backbones import width_of
+    """Width of the visual features of ``model.vision`` (local config, ``ARCHITECTURES``, or the imported
+    features' ``IMPORTED_FEATURE_WIDTHS``)."""
+    from vlpeft.models.backbones import IMPORTED_FEATURE_WIDTHS, width_of
 
-    if name_or_path in FEATURE_WIDTHS:
-        return FEATURE_WIDTHS[name_or_path]
+    if name_or_path in IMPORTED_FEATURE_WIDTHS:
+        return IMPORTED_FEATURE_WIDTHS[name_or_path]
     return width_of(architecture_config(name_or_path, "model.vision"))
 
 

@@ -106,8 +106,17 @@ def load_tokenizer(name_or_path: str, field: str) -> Any:
     return tokenizer
 
 
+# ``model.vision`` names of encoders whose features are imported, never computed here (transformers has no
+# CLIP-ResNet): their width, for the model's visual input. A store of such features comes from
+# ``vlpeft features-import`` (VL-Adapter's released h5 files) and records the same name as its encoder.
+IMPORTED_FEATURE_WIDTHS: dict[str, int] = {"RN101": 2048}  # OpenAI CLIP ResNet-101, layer-4 grid
+
+
 def vision_width(name_or_path: str) -> int:
-    """Hidden width of the vision encoder checkpoint (read from its config only: no weights are loaded)."""
+    """Hidden width of the vision encoder checkpoint (read from its config only: no weights are loaded), or
+    the width of an imported-features encoder (``IMPORTED_FEATURE_WIDTHS``)."""
+    if name_or_path in IMPORTED_FEATURE_WIDTHS:
+        return IMPORTED_FEATURE_WIDTHS[name_or_path]
     return width_of(load_config(name_or_path, "model.vision"))
 
 

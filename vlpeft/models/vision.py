@@ -51,8 +51,15 @@ class VisionEncoder(nn.Module):
         """
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTModel
 
+        from vlpeft.models.backbones import IMPORTED_FEATURE_WIDTHS
+
         if pooling not in POOLINGS:
             raise ConfigError(f"vision pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if name_or_path in IMPORTED_FEATURE_WIDTHS:
+            raise ConfigError(
+                f"model.vision {name_or_path!r}: its features are imported (`vlpeft features-import`); no "
+                "encoder runs it here, so a model of it reads a feature store and cannot take raw images"
+            )
         try:
             config = AutoConfig.from_pretrained(name_or_path)
             processor = AutoImageProcessor.from_pretrained(name_or_path)

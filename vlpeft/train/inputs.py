@@ -49,9 +49,23 @@ class VisualSource:
 def check_store_encoder(store: Any, model: Any) -> None:
     """Refuse features made by another encoder or pooling than the model's: at predict time the model runs
     its own encoder on raw images, so stale features would train a model that predicts differently."""
-    from vlpeft.models.backbones import quiet_transformers
+    from vlpeft.data.vladapter_features import SOURCE as IMPORTED
+    from vlpeft.models.backbones import IMPORTED_FEATURE_WIDTHS, quiet_transformers
     from vlpeft.models.vision import VisionEncoder
 
+    vision = model.model_cfg.vision
+    imported = store.provenance.get("source") == IMPORTED
+    if vision in IMPORTED_FEATURE_WIDTHS or imported:
+        # Imported features (no encoder here to hash): the store must name model.vision as its encoder.
+        encoder = store.provenance.get("encoder")
+        if not imported or encoder != vision:
+            made = f"imported features of encoder {encoder!r}" if imported else "features of a local encoder"
+            raise DataError(
+                f"{store.dir}: {made}, but model.vision is {vision!r} (imported features need model.vision "
+                f"= the store's encoder, one of {', '.join(IMPORTED_FEATURE_WIDTHS)}; "
+                "`vlpeft features-import --encoder`)"
+            )
+        return
     pooling = store.provenance.get("pooling")
     if pooling is not None and pooling != model.vision_pooling:
         raise DataError(
