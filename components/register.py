@@ -15,7 +15,8 @@ def register(
     record: Output[Artifact],
     models: Input[Model] = None,
 ) -> str:
-    """``vlpeft.stages.register`` of a run's best checkpoint; returns ``models:/<name>@challenger``."""
+    """``vlpeft.stages.register`` of a run's test checkpoint (``best`` or ``last``, the one its metrics are
+    of); returns ``models:/<name>@challenger``."""
     import os
 
     from vlpeft import stages
@@ -25,7 +26,7 @@ def register(
     inputs |= {"models": models.uri} if models is not None else {}
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs)
     result = stages.register(
-        params, task, model=os.path.join(model.path, "best"),
+        params, task, model=stages.test_model_dir(model.path),
         metrics=os.path.join(model.path, "metrics.json"), history=os.path.join(model.path, "curves.json"),
         out=os.path.join(record.path, "registered.json"), models=models.path if models is not None else None,
     )  # fmt: skip

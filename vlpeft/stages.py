@@ -519,6 +519,15 @@ def selected_run(params: Params, task: str, runs: str | Path) -> Path:
     return chosen[0]
 
 
+def test_model_dir(run: str | Path) -> Path:
+    """The checkpoint of a train run whose figures its ``metrics.json`` holds (``test_checkpoint``: ``best``
+    or ``last``): the one to register, so the version's weights and metrics belong together."""
+    from vlpeft.io import read_json
+
+    run = Path(run)
+    return run / read_json(run / "metrics.json", "train metrics").get("test_checkpoint", "best")
+
+
 def register(
     params: Params,
     task: str,
@@ -547,8 +556,7 @@ def register(
         if model is not None or metrics is not None:
             raise ConfigError("register: pass either --runs or --model and --metrics, not both")
         run = selected_run(params, task, runs)
-        checkpoint = read_json(run / "metrics.json", "train metrics").get("test_checkpoint", "best")
-        model, metrics = run / checkpoint, run / "metrics.json"
+        model, metrics = test_model_dir(run), run / "metrics.json"
         history = run / "curves.json" if (run / "curves.json").is_file() else None
     if model is None or metrics is None:
         raise ConfigError("register: pass --model and --metrics (or --runs)")

@@ -173,7 +173,7 @@ def _params(root: Path, routing: str):
 
 
 @pytest.mark.slow
-def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_setup, tmp_path):
+def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_setup, tmp_path, capsys):
     from vlpeft.models import load_vl_model
     from vlpeft.train.run import build_task, train_task
 
@@ -219,6 +219,26 @@ def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_set
     gqa = binding.tasks["gqa"]
     answers = gqa.generate(model, gqa.val[:2], binding.visual(gqa), 1, 4)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+    # `vlpeft predict` on image files: one task of the multi-task model, as the Predictor gives it.
+    from vlpeft.cli import main
+    from vlpeft.data.images import image_table, load_image
+    from vlpeft.train.predict import Predictor
+
+    paths = [path for _, path in image_table(world)[:2]]
+    predictor = Predictor.load(tmp_path / "last")
+    cli = ["predict", "--model", str(tmp_path / "last"), "--image", str(paths[0])]
+    for task, extra, text in (("vqa", ["--question", "what color is the cube?"], "what color is the cube?"),
+                              ("caption", [], ""),
+                              ("nlvr", ["--question", "both images have a cube", "--image2", str(paths[1])],
+                               "both images have a cube")):  # fmt: skip
+        second = [load_image(paths[1])] if task == "nlvr" else [None]
+        want = predictor.outputs([task], [load_image(paths[0])], [text], second)[0]
+        capsys.readouterr()
+        assert main([*cli, "--task", task, *extra]) == 0
+        assert capsys.readouterr().out.strip() == want.strip()
+    assert main(cli) == 2  # a multi-task model needs --task
+    assert "--task: required" in capsys.readouterr().err
 
 
 def _write_run(root, name, scores, *, routing="none", variant=None, lr=None, seed=0, val=None):

@@ -66,15 +66,26 @@ def train(
 def predict(
     model: Annotated[Path, typer.Option(help="a trained model dir (out/best or out/last)")],
     image: Annotated[Path, typer.Option(help="image file")],
-    question: Annotated[str | None, typer.Option(help="question (VQA models)")] = None,
+    question: Annotated[str | None, typer.Option(help="question (VQA, GQA) or statement (NLVR2)")] = None,
+    task: Annotated[str | None, typer.Option(help="multi-task models: vqa, gqa, nlvr or caption")] = None,
+    image2: Annotated[Path | None, typer.Option(help="NLVR2's second (right) image")] = None,
 ) -> None:
-    """Answer a question about an image (VQA model) or caption it (caption model); prints the text."""
+    """Answer a question about an image (VQA model), caption it (caption model), or run one task of a
+    multi-task model (``--task``; NLVR2 prints true/false for the pair); prints the text."""
     from vlpeft.data.images import load_image
     from vlpeft.errors import ConfigError
     from vlpeft.train.predict import Predictor
 
     predictor = Predictor.load(model)
     img = load_image(image)
+    if predictor.task == "generative":
+        if task is None:
+            raise ConfigError("--task: required for a multi-task model (vqa, gqa, nlvr or caption)")
+        second = load_image(image2) if image2 is not None else None
+        typer.echo(predictor.outputs([task], [img], [question or ""], [second])[0])
+        return
+    if task is not None or image2 is not None:
+        raise ConfigError(f"--task/--image2: only for multi-task models; this is a {predictor.task} model")
     if predictor.task == "vqa":
         if not question:
             raise ConfigError("--question: required for a VQA model")
