@@ -98,11 +98,11 @@ def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, 
     return rows, grid
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, key: str = "") -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:g}" if v < 0.1 else f"{v:.2f}"  # learning rates as 0.003, scores as 61.50
+        return f"{v:g}" if key == "lr" else f"{v:.2f}"  # learning rates as 0.003, scores as 61.50
     return str(v)
 
 
@@ -119,7 +119,7 @@ def markdown(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = Non
 
     lines = ["| " + " | ".join(headers.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
     lines += [
-        "| " + " | ".join(average(r) if k == "average" else _cell(r.get(k)) for k in keys) + " |"
+        "| " + " | ".join(average(r) if k == "average" else _cell(r.get(k), k) for k in keys) + " |"
         for r in rows
     ]
     lrs = sorted({g["lr"] for g in grid or () if g["lr"] is not None})
@@ -127,7 +127,7 @@ def markdown(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = Non
         val = {(g["variant"], g["lr"]): g["val_average"] for g in grid}
         lines += ["", "Learning-rate search: validation average (the chosen lr's test scores are above)", ""]
         lines += [
-            "| variant | " + " | ".join(f"lr {_cell(lr)}" for lr in lrs) + " |",
+            "| variant | " + " | ".join(f"lr {_cell(lr, 'lr')}" for lr in lrs) + " |",
             "|---|" + "---|" * len(lrs),
         ]
         for r in rows:
