@@ -124,7 +124,8 @@ def test_routed_hyperformer_equals_route_on_the_generated_down(kind):
     model = _model(kind)
     params = {n: p.detach() for n, p in model.named_parameters()}
     name, adapter = _adapters(model)[0]
-    h, x_v = torch.randn(2, 4, WIDTH), torch.randn(2, 1, WIDTH)
+    gen = torch.Generator().manual_seed(1)  # fixed inputs: the tolerance below holds for them, not by luck
+    h, x_v = torch.randn(2, 4, WIDTH, generator=gen), torch.randn(2, 1, WIDTH, generator=gen)
     with task_context("vqa"), visual_context(x_v), torch.no_grad():
         got = adapter(h)
     _, (w_down, b_down) = _reference(params, "vqa", name.split(".")[1], adapter.layer, adapter.position, h)
@@ -132,4 +133,6 @@ def test_routed_hyperformer_equals_route_on_the_generated_down(kind):
     task_embedding = model.vlpeft_hyper.task_embeddings("vqa")
     w_up, b_up = adapter._net.adapter_weights(task_embedding, adapter.layer, adapter.position)[2:]
     want = h + F.gelu(z, approximate="tanh") @ w_up.detach().T + b_up.detach()
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # float32 in another order of operations: `vl` multiplies two bottleneck projections (<x_t, x_v> x_v),
+    # so its rounding error is a few 1e-5 relative (an unseeded run once reached 4.4e-5).
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
