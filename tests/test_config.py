@@ -48,6 +48,15 @@ def test_bad_value_names_allowed_values(tmp_path):
     assert "vqa.peft.routing" in msg and "vllora" in msg and "'mul_expand'" in msg
 
 
+def test_unquoted_on_off_switches_read_as_written(tmp_path):
+    # YAML 1.1 turns bare on/off into booleans; a user who writes `spice: off` means the word.
+    f = write(tmp_path / "p.yaml", "evaluate:\n  spice: off\n  meteor: off\n")
+    assert (load_params([f]).evaluate.spice, load_params([f]).evaluate.meteor) == ("off", "off")
+    assert load_params([], ["evaluate.meteor=on"]).evaluate.meteor == "on"
+    with pytest.raises(ConfigError, match=r"evaluate\.spice.*'auto' or 'off'.*got 'on'"):
+        load_params([], ["evaluate.spice=on"])
+
+
 def test_cross_field_check(tmp_path):
     bad = write(tmp_path / "p.yaml", "pretrain:\n  width: 30\n  heads: 4\n")
     with pytest.raises(ConfigError, match="divisible"):

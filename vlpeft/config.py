@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -375,14 +376,26 @@ class MultiTaskConfig(TrainConfig):
         return self
 
 
+def _yaml_switch(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``on`` / ``off`` as a boolean: take it as the word the user wrote."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+Switch = Annotated[Literal["on", "off"], BeforeValidator(_yaml_switch)]
+AutoOrOff = Annotated[Literal["auto", "off"], BeforeValidator(_yaml_switch)]
+
+
 class EvaluateConfig(Section):
     """Test-split evaluation: generation settings and which caption metrics run (``vlpeft.eval``)."""
 
     num_beams: int = Field(1, ge=1)
     max_new_tokens: int = Field(26, ge=1)
     batch_size: int = Field(256, ge=1)
-    spice: Literal["auto", "off"] = Field(
+    spice: AutoOrOff = Field(
         "auto", description="auto = SPICE if its CoreNLP 3.6.0 jars are present (never downloaded), else null"
+    )
+    meteor: Switch = Field(
+        "on", description="off = METEOR null: skips its JVM and paraphrase tables (~5 s per evaluation)"
     )
     vqa_revision: VqaRevisionName = Field(
         DEFAULT_REVISION,

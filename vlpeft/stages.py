@@ -405,7 +405,7 @@ def evaluate(
         raise ConfigError("evaluate caption: pass --annotations (or the data root)")
     metrics = evaluate_caption_files(Path(a), Path(predictions), Path(out),
                                      per_image_out=Path(per_item) if per_item else None,
-                                     spice=params.evaluate.spice)  # fmt: skip
+                                     spice=params.evaluate.spice, meteor=params.evaluate.meteor)  # fmt: skip
     return metrics.to_json()
 
 

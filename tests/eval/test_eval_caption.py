@@ -91,6 +91,12 @@ def test_caption_metrics_identical_to_cocoevalcap(tmp_path, monkeypatch):
     refs = load_caption_references(gt_path)
     preds = {p["image_id"]: p["caption"] for p in json.loads(pred_path.read_text())}
     assert cider_score(refs, preds) == official.eval["CIDEr"]
+    # METEOR switched off: null in the file, every other score as before
+    quick = evaluate_caption_files(gt_path, pred_path, spice="off", meteor="off")
+    assert quick.to_json()["METEOR"] is None and "METEOR" not in quick.per_image[next(iter(refs))]
+    assert {k: v for k, v in quick.to_json().items() if k not in ("METEOR", "SPICE", "SPICE_note")} == {
+        k: v for k, v in expected.items() if k != "METEOR"
+    }
     ok, note = spice_available()
     if ok:  # pragma: no cover - the CoreNLP jars are not installable offline
         assert isinstance(written["SPICE"], float)

@@ -67,3 +67,11 @@ def tiny_params(train_backbones) -> Params:
     from vlpeft.config import params_from_dict
 
     return params_from_dict(tiny_params_dict(train_backbones), "tiny params")
+
+
+@pytest.fixture(scope="session")
+def mt_setup(tmp_path_factory) -> tuple[Path, Path]:
+    """(world, root) of the tiny multi-task setting: GQA/NLVR2 files, tiny ViT + BART, pooled features."""
+    from multitask_helpers import build_multitask_setup
+
+    return build_multitask_setup(tmp_path_factory.mktemp("mt"))

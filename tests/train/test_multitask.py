@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from multitask_helpers import multitask_params
 from toy_trainer import ToyData, build_model, config, make_validate
 
 from vlpeft.train import sampler
@@ -120,58 +120,6 @@ def test_vqa_target_is_sampled_in_proportion_to_its_soft_score():
 # ------------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def mt_setup(tmp_path_factory):
-    """A tiny world with GQA/NLVR2 files, a tiny ViT + BART (untrained) and a pooled feature store."""
-    from vlpeft.config import PretrainConfig, TextPretrainConfig, VitPretrainConfig, WorldConfig
-    from vlpeft.data.features import extract_features
-    from vlpeft.data.images import image_table
-    from vlpeft.data.synth import generate_world
-    from vlpeft.models.vision import VisionEncoder
-    from vlpeft.pretrain.run import read_corpus
-    from vlpeft.pretrain.text import build_bart
-    from vlpeft.pretrain.tokenizer import train_word_tokenizer, wrap_tokenizer
-    from vlpeft.pretrain.vit import build_image_processor, build_vit
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("mt")
-    world = root / "world"
-    extra = {"extra_tasks": ["gqa", "nlvr"]}
-    sizes = {"n_train": 16, "n_val": 4, "n_test": 4, "corpus_scenes": 20}  # small: the test splits are scored
-    generate_world(WorldConfig(image_size=32, **sizes, **extra), world, seed=0, progress=False)
-    vit = VitPretrainConfig(image_size=32, patch_size=16)
-    cfg = PretrainConfig(
-        width=16, layers=2, heads=2, ffn=32, vit=vit, text=TextPretrainConfig(max_positions=40)
-    )
-    build_vit(cfg).save_pretrained(root / "vit")
-    build_image_processor(cfg).save_pretrained(root / "vit")
-    tok = wrap_tokenizer(train_word_tokenizer(read_corpus(world)), "roberta")
-    build_bart(cfg, tok).save_pretrained(root / "bart")
-    tok.save_pretrained(root / "bart")
-    encoder = VisionEncoder.from_pretrained(str(root / "vit"))
-    extract_features(encoder, image_table(world), root / "features", batch_size=64)
-    return world, root
-
-
-def _params(root: Path, routing: str):
-    from vlpeft.config import params_from_dict
-
-    return params_from_dict(
-        {
-            "model": {"vision": str(root / "vit"), "generative_backbone": str(root / "bart")},
-            "multitask": {
-                "epochs": 2, "seed": 1, "lr": 5e-3, "val_samples": 4,
-                "batch_sizes": {"vqa": 16, "gqa": 16, "nlvr": 8, "caption": 16},
-                "max_train_samples": 16, "peft": {"rank": 4, "alpha": 4.0, "routing": routing},
-            },
-            "evaluate": {"batch_size": 16, "max_new_tokens": 6, "spice": "off"},
-            "data": {"max_caption_tokens": 12},
-            "tracking": {"enabled": False},
-        },
-        "tiny multitask params",
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_setup, tmp_path, capsys):
     from vlpeft.models import load_vl_model
@@ -179,7 +127,7 @@ def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_set
 
     world, root = mt_setup
     routing = "vl"  # routed LoRA in every encoder and decoder attention (routing none: the plain LoRA path)
-    params = _params(root, routing)
+    params = multitask_params(root, routing)
     binding = build_task(params, "multitask", world, root / "features")
     assert binding.sizes == {"vqa": 16, "gqa": 16, "nlvr": 16, "caption": 16}
     planned = plan.epoch_plan(binding.sizes, params.multitask.batch_sizes, 1, 0)
@@ -335,7 +283,7 @@ def test_multitask_trains_on_imported_vladapter_features(mt_setup, tmp_path):
     )
     assert FeatureStore(store_dir).provenance["encoder"] == "RN101"
 
-    raw = _params(root, "vl").model_dump(mode="json")
+    raw = multitask_params(root, "vl").model_dump(mode="json")
     raw["model"].update({"vision": "RN101", "projection": "vl_t5", "visual_features": "tokens"})
     raw["multitask"].update({"epochs": 1, "lr": 1e-3})
     params = params_from_dict(raw, "rn101 multitask params")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_multitask import _params, mt_setup  # noqa: F401 - the module fixture of the multi-task tests
+from multitask_helpers import multitask_params
 
 from vlpeft.tuners.registry import method_owns
 
@@ -20,12 +20,12 @@ METHODS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("peft", METHODS, ids=lambda p: f"{p['method']}-{p.get('sharing', 'single')}")
-def test_method_trains_in_the_multitask_loop_and_loads(mt_setup, tmp_path, peft):  # noqa: F811
+def test_method_trains_in_the_multitask_loop_and_loads(mt_setup, tmp_path, peft):
     from vlpeft.models import build_vl_model, load_vl_model
     from vlpeft.train.run import train_task
 
     world, root = mt_setup
-    params = _params(root, peft.get("routing", "none"))
+    params = multitask_params(root, peft.get("routing", "none"))
     params = params.model_copy(update={"multitask": params.multitask.model_copy(update={"epochs": 1})})
     cfg = params.multitask.peft.model_validate({**params.multitask.peft.model_dump(), **peft})
     params.multitask.peft = cfg

@@ -67,6 +67,9 @@ def caption(
     spice: Annotated[
         str, typer.Option(help="auto: run SPICE if its CoreNLP jars are present (never downloads); off")
     ] = "auto",
+    meteor: Annotated[
+        str, typer.Option(help="on; off: skip METEOR (~5 s of JVM start-up), written as null")
+    ] = "on",
 ) -> None:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when available) through pycocoevalcap's scorers."""
     from vlpeft.errors import ConfigError
@@ -74,6 +77,11 @@ def caption(
 
     if spice not in ("auto", "off"):
         raise ConfigError(f"--spice: expected 'auto' or 'off', got {spice!r}")
+    if meteor not in ("on", "off"):
+        raise ConfigError(f"--meteor: expected 'on' or 'off', got {meteor!r}")
     mode: Literal["auto", "off"] = "auto" if spice == "auto" else "off"
-    metrics = evaluate_caption_files(annotations, predictions, out, per_image_out=per_image, spice=mode)
+    with_meteor: Literal["on", "off"] = "on" if meteor == "on" else "off"
+    metrics = evaluate_caption_files(
+        annotations, predictions, out, per_image_out=per_image, spice=mode, meteor=with_meteor
+    )
     typer.echo(json.dumps(metrics.to_json()))

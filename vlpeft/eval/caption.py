@@ -33,8 +33,8 @@ class CaptionMetrics:
     per_image: dict[int, dict[str, float]] = field(repr=False)  # image id -> {"CIDEr": ..., "METEOR": ...}
 
     def to_json(self) -> dict[str, Any]:
-        """The metrics file content."""
-        out: dict[str, Any] = dict(self.scores)
+        """The metrics file content (``METEOR`` null when it was switched off)."""
+        out: dict[str, Any] = {key: self.scores.get(key) for key in METRIC_KEYS}
         out["SPICE"] = self.spice
         if self.spice_note:
             out["SPICE_note"] = self.spice_note
@@ -125,15 +125,17 @@ def score_captions(
     references: Mapping[int, Sequence[str]],
     predictions: Mapping[int, str],
     spice: Literal["auto", "off"] = "auto",
+    meteor: Literal["on", "off"] = "on",
 ) -> CaptionMetrics:
     """Corpus caption metrics of ``predictions`` (image id -> caption) against ``references``.
 
     Image order is that of ``references`` (COCOEvalCap uses the ground-truth image order). Needs Java.
+    ``meteor="off"`` leaves METEOR out (its JVM and paraphrase tables cost ~5 s per evaluation).
     """
     require_java("the caption metrics: PTBTokenizer, METEOR")
     # pycocoevalcap prints progress to stdout (Bleu's n-gram counts...); keep stdout for our own output.
     with contextlib.redirect_stdout(io.StringIO()):
-        return _score(list(references), references, predictions, spice)
+        return _score(list(references), references, predictions, spice, meteor == "on")
 
 
 def cider_score(
@@ -154,7 +156,11 @@ def cider_score(
 
 
 def _score(
-    ids: list[int], references: Mapping[int, Sequence[str]], predictions: Mapping[int, str], spice: str
+    ids: list[int],
+    references: Mapping[int, Sequence[str]],
+    predictions: Mapping[int, str],
+    spice: str,
+    with_meteor: bool,
 ) -> CaptionMetrics:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -167,18 +173,20 @@ def _score(
     per_image: dict[int, dict[str, float]] = {i: {} for i in ids}
     bleu, _ = Bleu(4).compute_score(gts, res)
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
-    meteor = Meteor()
-    try:
-        meteor_score, meteor_imgs = meteor.compute_score(gts, res)
-    finally:
-        del meteor  # kills the JVM now rather than at interpreter exit
-    scores["METEOR"] = float(meteor_score)
+    if with_meteor:
+        meteor = Meteor()
+        try:
+            meteor_score, meteor_imgs = meteor.compute_score(gts, res)
+        finally:
+            del meteor  # kills the JVM now rather than at interpreter exit
+        scores["METEOR"] = float(meteor_score)
+        for i, m in zip(ids, meteor_imgs, strict=True):
+            per_image[i]["METEOR"] = float(m)
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     cider, cider_imgs = Cider().compute_score(gts, res)
     scores["CIDEr"] = float(cider)
-    for i, c, m in zip(ids, cider_imgs, meteor_imgs, strict=True):
+    for i, c in zip(ids, cider_imgs, strict=True):
         per_image[i]["CIDEr"] = float(c)
-        per_image[i]["METEOR"] = float(m)
 
     spice_value, note = _spice(gts, res, spice)
     return CaptionMetrics(scores=scores, spice=spice_value, spice_note=note, per_image=per_image)

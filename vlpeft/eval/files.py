@@ -142,12 +142,13 @@ def evaluate_caption_files(
     out: Path | None = None,
     per_image_out: Path | None = None,
     spice: Literal["auto", "off"] = "auto",
+    meteor: Literal["on", "off"] = "on",
 ) -> CaptionMetrics:
     """``vlpeft evaluate caption``: pycocoevalcap metrics of a results file; metrics JSON if ``out``."""
     refs = load_caption_references(Path(annotations))
     results = read_json(predictions, "predictions file")
     preds = check_caption_inputs(list(refs), refs, results, source=str(predictions))
-    metrics = score_captions(refs, preds, spice=spice)
+    metrics = score_captions(refs, preds, spice=spice, meteor=meteor)
     if out is not None:
         write_json(out, metrics.to_json())
     if per_image_out is not None:

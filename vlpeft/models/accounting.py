@@ -156,7 +156,6 @@ def _bart_base() -> Any:
 ARCHITECTURES: dict[str, Callable[[], Any]] = {"facebook/bart-base": _bart_base}
 
 
-
 def architecture_config(name_or_path: str, field: str) -> Any:
     """The transformers config of a backbone without weights: a local ``config.json`` or ``ARCHITECTURES``."""
     from vlpeft.models.backbones import load_config

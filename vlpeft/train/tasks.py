@@ -282,7 +282,6 @@ class CaptionTask:
         preds = self.captions(model, records, num_beams=self.params.evaluate.num_beams)
         results = [{"image_id": r.image_id, "caption": preds[r.image_id]} for r in records]
         write_json(out_dir / PREDICTIONS, results, indent=None)
-        metrics = evaluate_caption_files(
-            captions_path(self.root, "test"), out_dir / PREDICTIONS, spice=self.params.evaluate.spice
-        )
+        switches = {"spice": self.params.evaluate.spice, "meteor": self.params.evaluate.meteor}
+        metrics = evaluate_caption_files(captions_path(self.root, "test"), out_dir / PREDICTIONS, **switches)
         return metrics.to_json()

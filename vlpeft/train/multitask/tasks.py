@@ -264,5 +264,7 @@ class CaptionGen(GenTask):
         preds = self.captions(model, records, visual, self.cfg.caption_beams)
         path = out_dir / "predictions_test_caption.json"
         write_json(path, [{"image_id": i, "caption": c} for i, c in preds.items()], indent=None)
-        metrics = evaluate_caption_files(captions_path(self.root, "test"), path, spice="off").to_json()
+        metrics = evaluate_caption_files(
+            captions_path(self.root, "test"), path, spice="off", meteor=self.params.evaluate.meteor
+        ).to_json()
         return {"score": 100.0 * metrics["CIDEr"], **metrics}
