@@ -538,24 +538,27 @@ def register(
     out: str | Path | None = None,
     name: str | None = None,
     models: str | Path | None = None,
+    run: str | Path | None = None,
     runs: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``register`` stage: the trained model as a pyfunc version (alias ``challenger``) with its metrics,
     method, routing, rank, data and code version. ``models`` relocates the backbones a model saved in another
     pod references (see ``relocated_model``). Returns (and writes to ``out``) the version record.
 
-    The model is ``model`` with its ``metrics`` (and ``history``) files, or the ``selected_run`` under
-    ``runs``: its test checkpoint (``best``/``last``, the one its test figures are of), ``metrics.json`` and
-    ``curves.json``.
+    The model is ``model`` with its ``metrics`` (and ``history``) files, or a train run dir: ``run`` itself
+    or the ``selected_run`` under ``runs``; of a run, its test checkpoint (``best``/``last``, the one its test
+    figures are of), ``metrics.json`` and ``curves.json``.
     """
     check_writable(out)
     from vlpeft.io import read_json, write_json
 
     name = name or registered_name(params, task)
-    if runs is not None:
-        if model is not None or metrics is not None:
-            raise ConfigError("register: pass either --runs or --model and --metrics, not both")
-        run = selected_run(params, task, runs)
+    if sum(x is not None for x in (run, runs, model if model is not None else metrics)) > 1:
+        raise ConfigError("register: pass one of --run, --runs, or --model and --metrics")
+    if run is not None or runs is not None:
+        run = Path(run) if run is not None else selected_run(params, task, runs)
+        if not (run / "metrics.json").is_file():
+            raise DataError(f"{run}: not a finished train run (no metrics.json)")
         model, metrics = test_model_dir(run), run / "metrics.json"
         history = run / "curves.json" if (run / "curves.json").is_file() else None
     if model is None or metrics is None:

@@ -182,6 +182,29 @@ def test_register_rejects_bad_input_in_one_line(tmp_path, capsys, sqlite_store, 
     assert "--task" in capsys.readouterr().err
 
 
+def test_register_a_run_dir_registers_its_test_checkpoint(trained_models, tmp_path, capsys):
+    """``--run``: the checkpoint its metrics.json names (``test_checkpoint``), not always ``best``."""
+    run = tmp_path / "vqa-best-0"
+    shutil.copytree(trained_models["vqa_none"], run)
+    shutil.rmtree(run / "best")  # registering must then read `last`, or fail
+    metrics = read_json(run / "metrics.json")
+    (run / "metrics.json").write_text(json.dumps({**metrics, "test_checkpoint": "last"}))
+    name = f"run-{uuid.uuid4().hex[:6]}"
+    out = tmp_path / "registered.json"
+    assert main(["register", "--task", "vqa", "--run", str(run), "--name", name, "--out", str(out)]) == 0
+    version = version_by_alias(name, CHALLENGER)
+    assert read_json(out)["version"] == version.version == "1"
+    assert version.tags["metric.overall"] == f"{metrics['test']['overall']:.4f}"
+    (run / "metrics.json").write_text(json.dumps({**metrics, "test_checkpoint": "best"}))
+    capsys.readouterr()
+    assert main(["register", "--task", "vqa", "--run", str(run), "--name", name]) == 2
+    assert "best" in capsys.readouterr().err  # the missing checkpoint, in one line
+    assert main(["register", "--task", "vqa", "--run", str(run), "--runs", str(tmp_path)]) == 2
+    assert "one of --run, --runs" in capsys.readouterr().err
+    assert main(["register", "--task", "vqa", "--run", str(tmp_path / "nothing")]) == 2
+    assert "not a finished train run" in capsys.readouterr().err
+
+
 def test_register_with_tracking_off_registers_nothing(trained_models, tmp_path, capsys):
     out = tmp_path / "registered.json"
     best, metrics = trained_models["vqa_none"] / "best", trained_models["vqa_none"] / "metrics.json"

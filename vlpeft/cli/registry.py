@@ -36,6 +36,13 @@ def register(
         Path | None, typer.Option(help="training history (JSON/CSV records per epoch) for the curves")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="write the registered version as JSON here")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="instead of --model/--metrics/--history: a train run dir; registers its test checkpoint "
+            "(best or last, as its metrics.json says) with that run's metrics and curves"
+        ),
+    ] = None,
     runs: Annotated[
         Path | None,
         typer.Option(
@@ -52,7 +59,7 @@ def register(
     task = task_name.value
     cfg = load(params, sets)
     record = stages.register(
-        cfg, task, model=model, metrics=metrics, history=history, out=out, name=name, runs=runs
+        cfg, task, model=model, metrics=metrics, history=history, out=out, name=name, run=run, runs=runs
     )
     if not record["registered"]:
         typer.echo(f"tracking.enabled is false: {record['name']} not registered")
