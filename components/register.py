@@ -26,9 +26,8 @@ def register(
     inputs |= {"models": models.uri} if models is not None else {}
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs)
     result = stages.register(
-        params, task, model=stages.test_model_dir(model.path),
-        metrics=os.path.join(model.path, "metrics.json"), history=os.path.join(model.path, "curves.json"),
-        out=os.path.join(record.path, "registered.json"), models=models.path if models is not None else None,
+        params, task, run=model.path, out=os.path.join(record.path, "registered.json"),
+        models=models.path if models is not None else None,
     )  # fmt: skip
     record.metadata.update({k: v for k, v in result.items() if k in ("name", "version", "registered")})
     return f"models:/{result['name']}@challenger" if result["registered"] else ""
