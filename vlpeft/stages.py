@@ -553,7 +553,8 @@ def register(
     from vlpeft.io import read_json, write_json
 
     name = name or registered_name(params, task)
-    if sum(x is not None for x in (run, runs, model if model is not None else metrics)) > 1:
+    by_files = model is not None or metrics is not None
+    if [run is not None, runs is not None, by_files].count(True) > 1:
         raise ConfigError("register: pass one of --run, --runs, or --model and --metrics")
     if run is not None or runs is not None:
         run = Path(run) if run is not None else selected_run(params, task, runs)
