@@ -31,6 +31,9 @@ from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
 RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
 ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
 Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
+# Marks a field that changes how a stage runs, never what it computes (threads, heartbeats, retries, where
+# trial checkpoints go): no stage declares it read, so DVC does not rerun anything for it (vlpeft.stages).
+EXECUTION_ONLY = {"execution_only": True}
 
 
 def _is_numeric(annotation: Any) -> bool:
@@ -310,10 +313,17 @@ class TrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     grad_accum: int = Field(1, ge=1, description="micro-batches per step (to save memory)")
     bf16: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
-    num_workers: int = Field(0, ge=0, description="threads preparing the next batches; 0 = none")
+    num_workers: int = Field(
+        0, ge=0, description="threads preparing the next batches; 0 = none", json_schema_extra=EXECUTION_ONLY
+    )
     max_train_samples: int | None = Field(None, ge=1)
     seed: int = 0
-    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = epoch ends only")
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="also checkpoint every N steps; 0 = epoch ends only",
+        json_schema_extra=EXECUTION_ONLY,
+    )
     visual_input: Literal["features", "images"] = Field(
         "features", description="features = the feature store; images = vision encoder in the loop"
     )
@@ -440,11 +450,14 @@ class SweepConfig(Section):
     n_trials: int = Field(6, ge=1, description="trial slots (retries of dead workers come on top)")
     timeout: float | None = Field(None, gt=0, description="seconds; no new trial starts after this")
     workers: int = Field(1, ge=1, description="local worker processes")
-    threads_per_worker: int | None = Field(None, ge=1, description="torch threads per worker; None = cores/W")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads per worker; None = cores/W", json_schema_extra=EXECUTION_ONLY
+    )
     storage: str | None = Field(
         None,
         description="None = sqlite file optuna.db in the output dir; an SQLAlchemy URL (sqlite:///x.db, "
         "postgresql://…, mysql+pymysql://…); or an Optuna journal file (journal:PATH or any path without ://)",
+        json_schema_extra=EXECUTION_ONLY,  # and a password in it must never reach dvc.lock
     )
     study_name: str | None = Field(None, description="None = vlpeft-<task>")
     direction: Literal["auto", "maximize", "minimize"] = Field(
@@ -476,10 +489,21 @@ class SweepConfig(Section):
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = Field(2, ge=0, description="no pruning before this many trials finished")
     pruner_warmup_steps: int = Field(0, ge=0, description="no pruning before this epoch (0-based)")
-    heartbeat_interval: int = Field(30, ge=1, description="seconds between a trial's heartbeats (RDB)")
-    grace_period: int | None = Field(None, ge=1, description="stale after this many s; None = 2x interval")
-    max_retry: int = Field(2, ge=0, description="retries of a trial whose worker died")
-    keep_trial_dirs: bool = Field(False, description="keep each trial's checkpoints (out/trials/<n>)")
+    heartbeat_interval: int = Field(
+        30, ge=1, description="seconds between a trial's heartbeats (RDB)", json_schema_extra=EXECUTION_ONLY
+    )
+    grace_period: int | None = Field(
+        None,
+        ge=1,
+        description="stale after this many s; None = 2x interval",
+        json_schema_extra=EXECUTION_ONLY,
+    )
+    max_retry: int = Field(
+        2, ge=0, description="retries of a trial whose worker died", json_schema_extra=EXECUTION_ONLY
+    )
+    keep_trial_dirs: bool = Field(
+        False, description="keep each trial's checkpoints (out/trials/<n>)", json_schema_extra=EXECUTION_ONLY
+    )
 
     @model_validator(mode="after")
     def _check_space(self) -> SweepConfig:

@@ -57,6 +57,7 @@ def _register() -> None:
     # Imported here so that `vlpeft --help` stays fast and each group registers itself on `app`.
     from vlpeft.cli import (  # noqa: F401
         data,
+        dvcyaml,
         evaluate,
         kfp,
         multitask,

@@ -29,7 +29,7 @@ def synth(
     seed: Annotated[int | None, typer.Option(help="world seed (default: params seed)")] = None,
 ) -> None:
     """Generate the synthetic world (images, Karpathy split, COCO captions, VQAv2 files, text corpus)."""
-    from vlpeft import stages
+    from vlpeft.stages import datasets as stages
 
     world = stages.synth(load(params, sets), out=out, seed=seed)
     counts = world["counts"]

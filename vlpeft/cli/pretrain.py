@@ -36,8 +36,8 @@ def pretrain(
     sets: SetOption = None,
 ) -> None:
     """Pre-train the tiny unimodal backbones of the embedded world and save them in Hugging Face format."""
-    from vlpeft import stages
     from vlpeft.pretrain.run import ALL_PARTS
+    from vlpeft.stages import backbones as stages
 
     result = stages.pretrain(
         load(params, sets), data=data, out=out, metrics=metrics, headline=headline, parts=only
@@ -88,7 +88,7 @@ def features(
     sets: SetOption = None,
 ) -> None:
     """Run the frozen vision encoder once over every image of every split and write the feature store."""
-    from vlpeft import stages
+    from vlpeft.stages import featurestore as stages
 
     meta = stages.features(load(params, sets), data=data, out=out, encoder=encoder)
     typer.echo(

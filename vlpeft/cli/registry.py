@@ -54,7 +54,7 @@ def register(
     sets: SetOption = None,
 ) -> None:
     """Register a trained model as a pyfunc with its metrics, method, routing, rank, data and code version."""
-    from vlpeft import stages
+    from vlpeft.stages import registry as stages
 
     task = task_name.value
     cfg = load(params, sets)
@@ -70,8 +70,13 @@ def register(
 
 @registry_app.command("review")
 def review(
-    model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa, vlpeft-multitask")],
     out: Annotated[Path, typer.Option(help="directory for review.html, review.md, review.json")],
+    model: Annotated[
+        str | None, typer.Option(help="registered model name, e.g. vlpeft-vqa, vlpeft-multitask")
+    ] = None,
+    task_name: Annotated[
+        TaskName | None, typer.Option("--task", help="instead of --model: the task's name in params registry")
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="data root for sample images (default: <data.root>/<data.source>)")
     ] = None,
@@ -83,9 +88,14 @@ def review(
     sets: SetOption = None,
 ) -> None:
     """Write an HTML report and a Markdown summary: challenger beside champion."""
-    from vlpeft import stages
+    from vlpeft.errors import ConfigError
+    from vlpeft.stages import registry as stages
 
-    result = stages.review(load(params, sets), model, out=out, data=data, split=split, samples=samples)
+    cfg = load(params, sets)
+    if (model is None) == (task_name is None):
+        raise ConfigError("registry review: pass one of --model or --task")
+    name = model if model is not None else stages.registered_name(cfg, task_name.value)  # type: ignore[union-attr]
+    result = stages.review(cfg, name, out=out, data=data, split=split, samples=samples)
     typer.echo(result["verdict"])
     typer.echo(f"wrote {result['html']} and {result['markdown']}")
 

@@ -27,7 +27,7 @@ def report(
     ] = None,
 ) -> None:
     """Summarize each task's variants (best, norouting, blind): mean ± std over seeds, image/routing gains."""
-    from vlpeft import stages
+    from vlpeft.stages import reports as stages
 
     result = stages.summary(metrics_dir, out_json=out_json, out_md=out_md, plot=plot, runs_dir=runs_dir)
     typer.echo(result["markdown"])

@@ -25,7 +25,7 @@ def sweep(
     sets: SetOption = None,
 ) -> None:
     """Find the best rank and routing type of a task; write best_params.json, table.md and plots to --out."""
-    from vlpeft import stages
+    from vlpeft.stages import search as stages
 
     task = task_name.value  # a name of the task table
     cfg = load(params, sets)

@@ -46,8 +46,8 @@ def train(
     """Train a VQA or caption model: validation each epoch, checkpoints, test evaluation (torchrun-ready)."""
     import json
 
-    from vlpeft import stages
     from vlpeft.errors import ConfigError
+    from vlpeft.stages import training as stages
 
     task = task_name.value  # a name of the task table
     if headline is not None and no_test:

@@ -37,7 +37,7 @@ from vlpeft.sweep.storage import (
     worker_id,
 )
 from vlpeft.sweep.study import study_direction
-from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, STORAGE_ENV, THREAD_ENV, WorkerSpec
+from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, STORAGE_ENV, THREAD_ENV, WORKER_MODULE, WorkerSpec
 from vlpeft.tasks import get_task
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -51,7 +51,7 @@ def _launch(spec: WorkerSpec, spec_path: Path, log_path: Path) -> subprocess.Pop
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "vlpeft.sweep.worker", str(spec_path)],
+            [sys.executable, "-m", WORKER_MODULE, str(spec_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
         )  # fmt: skip
 

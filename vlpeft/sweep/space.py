@@ -12,6 +12,11 @@ from vlpeft.config import Params, SweepConfig, Task, deep_merge, params_from_dic
 from vlpeft.errors import ConfigError
 
 PEFT_KEYS = ("rank", "routing", "method")  # trial values that live under <task>.peft
+# Keys of the task's section that every trial sets itself (``trial_params``), so the sweep never reads them
+# from params (its stage declaration ignores them, vlpeft.stages.search): the routing (always searched) and
+# the epochs (``sweep.epochs``). Rank, method, lr, max_train_samples and seed are replaced only for some sweep
+# settings (e.g. ``sweep.rank: null`` trains the task's own rank), so the sweep does read them.
+TRIAL_OVERRIDES = ("peft.routing", "epochs")
 
 
 def with_task_rank(params: Params, task: Task) -> Params:

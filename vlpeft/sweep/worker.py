@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TRAIN_FN = "vlpeft.train.run:train_task"
+WORKER_MODULE = "vlpeft.sweep.worker"  # what the supervisor runs with `python -m` (this module)
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 STORAGE_ENV = "VLPEFT_SWEEP_STORAGE"  # the storage URL with credentials; overrides the spec's (redacted) one
 
