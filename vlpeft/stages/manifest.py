@@ -172,6 +172,15 @@ def reads(
     return [e for e in out if not any(e.startswith(f"{o}.") for o in out)]
 
 
+def _is_mapping(key: str) -> bool:
+    """Whether ``key`` is a config field holding a free mapping (``variants``, ``kfp.node_selector``)."""
+    parent, _, name = key.rpartition(".")
+    section = model_at(parent)
+    if section is None or name not in section.model_fields:
+        return False
+    return getattr(section.model_fields[name].annotation, "__origin__", None) is dict
+
+
 def leaf_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
     """Every key of a params mapping down to its values, following the config sections (a free mapping such
     as ``variants.best`` is one value)."""
@@ -180,9 +189,12 @@ def leaf_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
         key = f"{prefix}{name}"
         try:
             section = model_at(key)
+            mapping = section is None and _is_mapping(key)
         except KeyError:
-            section = None
-        if isinstance(value, dict) and section is not None:
+            section, mapping = None, False
+        if isinstance(value, dict) and (
+            section is not None or (mapping and not any("." in k for k in value))
+        ):
             out += leaf_keys(value, f"{key}.")
         else:
             out.append(key)
