@@ -100,12 +100,12 @@ class VisionEncoder(nn.Module):
             )
         try:
             config = AutoConfig.from_pretrained(name_or_path)
+            model_type = str(config.model_type)
+            check_tower(model_type, "vision", f"model.vision: {name_or_path!r}")
             processor = AutoImageProcessor.from_pretrained(name_or_path)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"vision encoder {name_or_path}: cannot load ({first})") from None
-        model_type = str(config.model_type)
-        check_tower(model_type, "vision", f"model.vision: {name_or_path!r}")
         fam = family_of(model_type) or DEFAULT_VISION
         why = _pooling_error(str(name_or_path), model_type, pooling, fam)
         if why:  # before loading any weights
