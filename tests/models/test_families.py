@@ -1,7 +1,7 @@
 """The family matrix: every family of ``vlpeft.families`` in every tower it can take, on tiny checkpoints
-built from its transformers config (``family_zoo.py``): features, a few training steps with LoRA, with an adapter
-and with routing, save, load and predict. A family outside the table is one line naming the tower's targets
-setting, and setting it works."""
+built from its transformers config (``family_zoo.py``): features, a few training steps with LoRA, with an
+adapter and with routing, save, load and predict. A family outside the table is one line naming the tower's
+targets setting, and setting it works."""
 
 from __future__ import annotations
 
