@@ -11,7 +11,7 @@ import pytest
 import torch
 from family_zoo import LANGUAGE_TASK, VISION, WIDTH, build_zoo
 from PIL import Image
-from vl_helpers import peft
+from vl_helpers import peft, word_tokenizer
 
 from vlpeft.config import ModelConfig
 from vlpeft.errors import ConfigError
@@ -24,9 +24,7 @@ from vlpeft.tuners.adapter.layer import BottleneckAdapter
 
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory) -> dict[str, str]:
-    from conftest import _tokenizer
-
-    return build_zoo(tmp_path_factory.mktemp("zoo"), _tokenizer())
+    return build_zoo(tmp_path_factory.mktemp("zoo"), word_tokenizer())
 
 
 def _images(n: int, size: int = 40) -> list[Image.Image]:
@@ -215,7 +213,6 @@ def test_language_tower_trains_saves_loads_predicts(zoo, name, method, tmp_path)
 def outsiders(tmp_path_factory, zoo) -> dict[str, str]:
     """A vision family (ViT-MSN) and a decoder (OPT) that the table does not list."""
     import transformers as tf
-    from conftest import _tokenizer
 
     root = tmp_path_factory.mktemp("outsiders")
     torch.manual_seed(0)
@@ -231,7 +228,7 @@ def outsiders(tmp_path_factory, zoo) -> dict[str, str]:
     )
     msn.save_pretrained(root / "msn")
     tf.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "msn")
-    tok = _tokenizer()
+    tok = word_tokenizer()
     opt = tf.OPTForCausalLM(
         tf.OPTConfig(
             vocab_size=len(tok),
