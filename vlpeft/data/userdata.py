@@ -9,14 +9,16 @@ Input folder ``raw`` (any image file names, sub-folders allowed)::
                                                  JSON list of {"image", "caption"}
 
 ``<split>`` is ``train``, ``val`` or ``test``; ``train`` is required. A split without files is carved out of
-train by image (about 10 % each, chosen by a hash of the image name: stable when data is added). VQAv2 files
+train by image (10 % each, at least one, chosen by a hash of the image name: the same names give the same
+splits). VQAv2 files
 name images by ``image_id``: the id comes from an ``images`` list ({"id", "file_name"}) in any of the split's
 files (COCO captions have one), else from the last number in an image's file name (``COCO_val2014_000000000042
 .jpg``, ``img42.png`` -> 42). Image ids are renumbered (1..N by name); question ids are kept (a list gets
 1..N). A single ``answer`` counts as ten agreeing annotators (the official accuracy needs several answers).
 
 Every record is checked like our own data: one ``DataError`` line naming the file and the record. An image in
-two splits is refused (VQA and captioning must not test on training images). Images are linked into
+two splits is refused (VQA and captioning must not test on training images); in a split with captions every
+image needs one. Images are linked into
 ``images/<split>/<name>`` (``--link``); nothing is read or written outside ``raw`` and ``out``.
 """
 
@@ -40,13 +42,13 @@ from vlpeft.errors import DataError
 from vlpeft.io import atomic_dir, read_json
 
 IMAGES_DIR = "images"
-HOLDOUT = {"test": 0, "val": 1}  # hash bucket (of 10) that a missing split takes from train
+HOLDOUT = ("test", "val")  # the splits that train gives images to when they have no files
 _YES_NO = {"yes", "no"}
 
 
 @dataclass
 class _Question:
-    image: str  # relative image name
+    image: str  # image name relative to images/ (normalised: relative_name(...).as_posix())
     question: str
     answers: list[str]
     question_id: int | None
@@ -117,10 +119,10 @@ def _images_list(data: Any, path: Path) -> dict[int, str]:
     for i, im in enumerate(images):
         rec, where = _record(im, i, path, ("id", "file_name"))
         where = f"{path}: image {i}"
-        relative_name(rec["file_name"], where)
-        if not isinstance(rec["id"], int) or out.get(rec["id"], rec["file_name"]) != rec["file_name"]:
+        name = relative_name(rec["file_name"], where).as_posix()
+        if not isinstance(rec["id"], int) or out.get(rec["id"], name) != name:
             raise DataError(f"{where}: id {rec['id']!r} is not an integer or names two files")
-        out[rec["id"]] = rec["file_name"]
+        out[rec["id"]] = name
     return out
 
 
@@ -159,9 +161,9 @@ class _ImageIds:
 def _read_vqa_list(path: Path, split: _Split) -> None:
     for i, item in enumerate(_list_file(path, "VQA list")):
         rec, where = _record(item, i, path, ("image", "question"))
-        relative_name(rec["image"], where)
+        name = relative_name(rec["image"], where).as_posix()
         q = _text(rec["question"], "question", where)
-        split.questions.append(_Question(rec["image"], q, _answers(rec, where), _qid(rec, where)))
+        split.questions.append(_Question(name, q, _answers(rec, where), _qid(rec, where)))
 
 
 def _read_vqav2(qpath: Path, apath: Path, split: _Split, ids: _ImageIds) -> None:
@@ -201,8 +203,8 @@ def _read_captions(path: Path, split: _Split) -> None:
     if isinstance(data, list):
         for i, item in enumerate(_list_file(path, "caption list")):
             rec, where = _record(item, i, path, ("image", "caption"))
-            relative_name(rec["image"], where)
-            split.captions.setdefault(rec["image"], []).append(_text(rec["caption"], "caption", where))
+            name = relative_name(rec["image"], where).as_posix()
+            split.captions.setdefault(name, []).append(_text(rec["caption"], "caption", where))
         return
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(f"{path}: expected a COCO captions object (images, annotations) or a list of records")
@@ -237,23 +239,27 @@ def _read_split(raw: Path, name: str, ids: _ImageIds) -> _Split:
     return split
 
 
-def _bucket(name: str) -> int:
-    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10
+def _rank(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def _carve(splits: dict[str, _Split]) -> dict[str, str]:
-    """Move the images of splits without files out of train (by hash bucket); returns split -> how."""
+    """Move images of train into the splits without files (10 % each, at least one, by the hash of the
+    image name: the same names always give the same splits); returns split -> where it came from."""
     how = {s: "files" for s in SPLITS if splits[s].files}
     train = splits["train"]
-    for name, bucket in HOLDOUT.items():
+    pool = sorted(set(_images_of(train)), key=_rank)
+    size = max(1, len(pool) // 10)
+    for name in HOLDOUT:
         if splits[name].files:
             continue
+        take, pool = set(pool[:size]), pool[size:]
         target = splits[name]
-        target.questions = [q for q in train.questions if _bucket(q.image) == bucket]
-        train.questions = [q for q in train.questions if _bucket(q.image) != bucket]
-        target.captions = {k: v for k, v in train.captions.items() if _bucket(k) == bucket}
-        train.captions = {k: v for k, v in train.captions.items() if _bucket(k) != bucket}
-        how[name] = f"carved from train (image-name hash bucket {bucket} of 10)"
+        target.questions = [q for q in train.questions if q.image in take]
+        train.questions = [q for q in train.questions if q.image not in take]
+        target.captions = {k: v for k, v in train.captions.items() if k in take}
+        train.captions = {k: v for k, v in train.captions.items() if k not in take}
+        how[name] = f"carved from train ({len(take)} images chosen by name hash)"
     return how
 
 
@@ -278,8 +284,7 @@ def read_own_data(raw: str | Path) -> tuple[dict[str, _Split], dict[str, str]]:
     for name, split in splits.items():
         if not split.questions and not split.captions:
             raise DataError(f"{raw}: split {name!r} has no records ({how[name]})")
-        for image in [q.image for q in split.questions] + list(split.captions):
-            key = relative_name(image, f"{raw}: split {name}").as_posix()
+        for key in _images_of(split):
             if owner.setdefault(key, name) != name:
                 raise DataError(
                     f"{raw}: image {key!r} is in split {owner[key]!r} and {name!r} (a test image must not "
@@ -287,6 +292,14 @@ def read_own_data(raw: str | Path) -> tuple[dict[str, _Split], dict[str, str]]:
                 )
             if not (raw / IMAGES_DIR / key).is_file():
                 raise DataError(f"{raw}: split {name}: image {key!r} not found under {raw / IMAGES_DIR}")
+    for name, split in splits.items():
+        if split.captions:  # the caption loader reads every image of a split that has captions
+            bare = sorted({q.image for q in split.questions} - set(split.captions))
+            if bare:
+                raise DataError(
+                    f"{raw}: split {name}: image {bare[0]!r} has questions but no caption, while the split has "
+                    "captions (captioning reads every image of its split): caption it or leave captions out"
+                )
     return splits, how
 
 
@@ -300,7 +313,7 @@ def prepare_own(
     if not raw.is_dir():
         raise DataError(f"{raw}: data folder not found")
     splits, how = read_own_data(raw)
-    names = sorted({relative_name(i, str(raw)).as_posix() for s in splits.values() for i in _images_of(s)})
+    names = sorted({i for s in splits.values() for i in _images_of(s)})
     image_id = {name: i + 1 for i, name in enumerate(names)}
     used_qids = {q.question_id for s in splits.values() for q in s.questions if q.question_id is not None}
     next_qid = max(used_qids, default=0) + 1
@@ -310,12 +323,11 @@ def prepare_own(
         for name, split in splits.items():
             folder = tmp / IMAGES_DIR / name
             folder.mkdir(parents=True)
-            images = sorted({relative_name(i, str(raw)).as_posix() for i in _images_of(split)})
-            captions = {relative_name(k, str(raw)).as_posix(): v for k, v in split.captions.items()}
+            images = sorted(set(_images_of(split)))
             for im in tqdm(images, desc=f"link {name} images", unit="img", disable=not progress or None):
                 where = f"{raw}: split {name}: image {im!r}"
                 link_image(inside(raw / IMAGES_DIR, im, where), destination(folder, im, where), link)
-                entries.append(ImageEntry(image_id[im], name, im, captions.get(im, [])))
+                entries.append(ImageEntry(image_id[im], name, im, split.captions.get(im, [])))
             vqa[name] = []
             for q in split.questions:
                 if q.question_id is None:
@@ -325,7 +337,7 @@ def prepare_own(
                 vqa[name].append(
                     VqaEntry(
                         q.question_id,
-                        image_id[relative_name(q.image, str(raw)).as_posix()],
+                        image_id[q.image],
                         q.question,
                         " ".join(words[:2]),
                         _answer_type(mca),
