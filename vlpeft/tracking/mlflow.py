@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from vlpeft.errors import TrackingError
-from vlpeft.redact import redact, redact_text
+from vlpeft.redact import redact, redact_text, redacted_output
 from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, sqlite_artifact_root, tracking_uri
 from vlpeft.tracking.provenance import provenance_tags
 
@@ -133,7 +133,8 @@ class MlflowTracker:
     ) -> None:
         status = "FINISHED" if exc_type is None else "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
         self._local("end", {"status": status})
-        self._remote(lambda: self._client.set_terminated(self.run_id, status=status))
+        with redacted_output():  # MLflow prints "View run ... at <tracking URI>" here
+            self._remote(lambda: self._client.set_terminated(self.run_id, status=status))
 
     # -------------------------------------------------------------------------------- Tracker protocol
 

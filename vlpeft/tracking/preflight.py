@@ -48,8 +48,25 @@ def tracking_uri(start: str | Path = ".") -> str:
     if env:
         from vlpeft.dburl import resolve_driver
 
-        return resolve_driver(env, "MLFLOW_TRACKING_URI")  # a bare postgresql:// uses the installed driver
+        return resolve_driver(_credentials_to_env(env), "MLFLOW_TRACKING_URI")  # bare postgresql:// too
     return f"sqlite:///{project_root(start) / 'mlflow.db'}"
+
+
+def _credentials_to_env(uri: str) -> str:
+    """``uri`` without its ``user:password@`` when it is an HTTP server's: MLflow takes basic-auth credentials
+    from ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (set here unless already set), and a URI without them
+    cannot leak through what MLflow prints (its "View run ... at <uri>" line, its error messages)."""
+    from vlpeft.redact import split_userinfo
+
+    if not uri.lower().startswith(("http://", "https://")):
+        return uri
+    bare, user, password = split_userinfo(uri)
+    if user is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+    if password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return bare
 
 
 def sqlite_artifact_root(uri: str) -> str | None:
