@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from vlpeft.data.features import DTYPES, FORMAT, INDEX, VERSION, _shard_name
 from vlpeft.errors import ConfigError, DataError
-from vlpeft.io import atomic_dir, check_writable
+from vlpeft.io import atomic_dir, check_writable, save_tensors
 
 GRID = 7  # coco_CLIP.py --att_size default: 224 px / stride 32
 POOLS: dict[str, tuple[int, int] | None] = {"max6x6": (6, 6), "none": None}
@@ -256,7 +255,7 @@ def write_token_store(
                 KIND: torch.from_numpy(np.stack(feats)),  # numpy: a plain copy, 10x torch.stack here
                 "image_ids": torch.tensor(ids, dtype=torch.long),
             }
-            save_file(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
+            save_tensors(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
             index.extend([i, len(shards), row] for row, i in enumerate(ids))
             shards.append({"file": _shard_name(len(shards)), "rows": len(ids)})
             feats.clear()

@@ -18,7 +18,28 @@ _ENV_DEFAULTS = {
     # the middle of training should cost one short stall, then the run goes on with the local log.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # MLflow waits 120 s for each answer (x3 with the retries): a frozen server (it accepts connections and
+    # never answers) stalled training for 6 minutes. An MLflow call answers in milliseconds when it answers.
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+CALL_TIMEOUT_ENV = "VLPEFT_TRACKING_TIMEOUT"
+DEFAULT_CALL_TIMEOUT = 30.0
+
+
+def call_timeout() -> float:
+    """Seconds one tracking call may take before the run gives up on MLflow and goes on with its local log
+    (``$VLPEFT_TRACKING_TIMEOUT``, default 30): the bound also holds where no HTTP timeout applies (an
+    artifact upload, a locked database, a DNS lookup)."""
+    raw = os.environ.get(CALL_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CALL_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise TrackingError(f"{CALL_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
 
 
 def quiet_mlflow_env() -> None:
