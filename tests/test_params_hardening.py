@@ -110,3 +110,68 @@ def test_cli_prints_one_line_and_no_password_for_a_malformed_set_value(tmp_path)
             assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         else:
             assert "password=***" in r.stdout
+
+
+# ------------------------------------------------------------------------ hostile input files (not params)
+
+
+def _png(path, width: int, height: int) -> None:
+    """A valid 1-bit grayscale PNG of ``width`` x ``height`` zeros: a few KB on disk per 100 M pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)
+    idat = zlib.compressobj(9)
+    body = b"".join(idat.compress(row) for _ in range(height)) + idat.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("side", "pixels"), [(20000, 400000000), (12000, 144000000)])
+def test_decompression_bomb_png_is_one_line(side, pixels, tmp_path):
+    """Above Pillow's limit it raises; between 1x and 2x the limit it only warns and decodes: both refused."""
+    from vlpeft.data.images import load_image
+    from vlpeft.errors import DataError
+
+    bomb = tmp_path / "bomb.png"
+    _png(bomb, side, side)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(DataError, match=rf"bomb\.png: image too large to decode \({pixels} pixels"):
+        load_image(bomb)
+
+
+def test_huge_hdf5_shape_is_one_line(tmp_path):
+    import h5py
+
+    from vlpeft.data.vladapter_features import read_grid
+    from vlpeft.errors import DataError
+
+    path = tmp_path / "123.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("123/features", shape=(49, 10**9), dtype="float32")  # declared, never allocated
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"123\.h5: dataset '123/features' has shape \(49, 1000000000\), more than"):
+        read_grid(path)
+
+
+def test_pickle_bin_in_a_checkpoint_folder_is_refused_unread(tmp_path):
+    """A ``.bin`` beside the safetensors of a model folder: refused by name, never unpickled (the pickle here
+    would create a file if it were loaded)."""
+    import pickle
+
+    from vlpeft.errors import DataError
+    from vlpeft.io import refuse_pickles
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    folder = tmp_path / "best" / "lm"
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(DataError, match=r"lm/adapter_model\.bin: pickle-format file in a model folder refused"):
+        refuse_pickles(tmp_path / "best")
+    assert not (tmp_path / "pwned").exists()

@@ -236,6 +236,25 @@ def save_tensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, 
         raise
 
 
+# Formats ``torch.load``/``pickle`` would read: code execution on load, so never read, and refused on sight
+# in a folder we load weights from (a file there is a file someone meant us to load).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickles(directory: str | Path, what: str = "model folder") -> None:
+    """``DataError`` naming the first pickle-format file (``.bin``, ``.pt``...) under ``directory``: weights
+    are read from safetensors only, and a pickle beside them is not silently skipped either."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.rglob("*")):
+        if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
+            raise DataError(
+                f"{path}: pickle-format file in a {what} refused (loading it could run code); weights are "
+                "read from .safetensors files only: remove it"
+            )
+
+
 # ------------------------------------------------------------------------- one writer per output dir
 
 

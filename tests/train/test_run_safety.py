@@ -178,3 +178,24 @@ def test_training_on_a_full_disk_names_the_file_and_keeps_the_earlier_run(small_
                "--out", str(out), "--params", params])  # fmt: skip
     one_error_line(capsys, rc, str(disk), "no space left on device")
     assert (out / "metrics.json").read_text() == '{"earlier": true}\n'
+
+
+def test_a_pickle_in_a_model_folder_is_refused_unread(earlier, tiny_world, tmp_path, capsys):
+    """``vlpeft predict`` on a trained model folder with a pickle ``adapter_model.bin`` beside its safetensors
+    (which peft would otherwise torch.load): one line naming it, and the pickle's payload never runs."""
+    import pickle
+
+    from vlpeft.data.vqa import load_vqa
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    model = tmp_path / "best"
+    shutil.copytree(earlier["out"] / "best", model)
+    (lm,) = [p for p in model.iterdir() if p.is_dir()]
+    (lm / "adapter_model.bin").write_bytes(pickle.dumps(Payload()))
+    record = load_vqa(tiny_world, "test")[0]
+    rc = main(["predict", "--model", str(model), "--image", str(record.path), "--question", record.question])
+    one_error_line(capsys, rc, "adapter_model.bin: pickle-format file in a model folder refused")
+    assert not (tmp_path / "pwned").exists()

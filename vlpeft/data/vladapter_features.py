@@ -109,6 +109,9 @@ def _pool_size(pool: str) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------- reading
 
 
+MAX_CHANNELS = 16384  # CLIP RN101's grid has 2048; the widest encoders we know stay under 8192
+
+
 def read_grid(path: str | Path) -> torch.Tensor:
     """The ``(49, C)`` grid of one VL-Adapter h5 file, as stored (float16/32/64). Any problem is a
     ``DataError`` naming the file: unreadable, no ``<stem>/features``, not floating point, wrong shape."""
@@ -126,6 +129,10 @@ def read_grid(path: str | Path) -> torch.Tensor:
                 raise DataError(f"{path}: dataset {key!r} has dtype {obj.dtype}, expected floating point")
             if obj.ndim != 2 or obj.shape[0] != GRID * GRID:
                 raise DataError(f"{path}: dataset {key!r} has shape {obj.shape}, expected (49, C)")
+            if obj.shape[1] > MAX_CHANNELS:  # read whole below: a huge declared shape would exhaust memory
+                raise DataError(
+                    f"{path}: dataset {key!r} has shape {obj.shape}, more than {MAX_CHANNELS} channels"
+                )
             array = obj[...]
     except DataError:
         raise

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from vlpeft.config import ModelConfig, PeftConfig
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_dir, read_json, save_tensors, write_json
+from vlpeft.io import atomic_dir, read_json, refuse_pickles, save_tensors, write_json
 from vlpeft.models.base import VLModel
 from vlpeft.tasks import FAMILY_BACKBONE
 
@@ -102,6 +102,7 @@ def load_vl_model(model_dir: str | Path, device: str | torch.device = "cpu") -> 
 
     model_dir = Path(model_dir)
     meta = read_model_meta(model_dir)
+    refuse_pickles(model_dir)  # peft would torch.load an adapter_model.bin it finds there
     task = meta["task"]
     model_cfg = ModelConfig.model_validate(meta["model"])
     peft_cfg = PeftConfig.model_validate(meta["peft"])
