@@ -127,7 +127,9 @@ def _png(path, width: int, height: int) -> None:
     idat = zlib.compressobj(9)
     body = b"".join(idat.compress(row) for _ in range(height)) + idat.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(("side", "pixels"), [(20000, 400000000), (12000, 144000000)])
@@ -153,7 +155,9 @@ def test_huge_hdf5_shape_is_one_line(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_dataset("123/features", shape=(49, 10**9), dtype="float32")  # declared, never allocated
     assert path.stat().st_size < 100_000
-    with pytest.raises(DataError, match=r"123\.h5: dataset '123/features' has shape \(49, 1000000000\), more than"):
+    with pytest.raises(
+        DataError, match=r"123\.h5: dataset '123/features' has shape \(49, 1000000000\), more than"
+    ):
         read_grid(path)
 
 
@@ -172,6 +176,8 @@ def test_pickle_bin_in_a_checkpoint_folder_is_refused_unread(tmp_path):
     folder = tmp_path / "best" / "lm"
     folder.mkdir(parents=True)
     (folder / "adapter_model.bin").write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(DataError, match=r"lm/adapter_model\.bin: pickle-format file in a model folder refused"):
+    with pytest.raises(
+        DataError, match=r"lm/adapter_model\.bin: pickle-format file in a model folder refused"
+    ):
         refuse_pickles(tmp_path / "best")
     assert not (tmp_path / "pwned").exists()

@@ -104,3 +104,25 @@ def test_a_bugs_traceback_is_redacted(tmp_path):
     assert r.returncode == 1
     assert "Traceback" in r.stderr and "postgresql://u:***@h/db" in r.stderr
     assert SECRET not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        f"postgresql://u@127.0.0.1/db?password={SECRET}",  # issue 24's compile case
+        f"postgresql://u:pa/ss@w{SECRET}@127.0.0.1/db",
+        f"postgresql://u@127.0.0.1/db?sslmode=require&sslpassword={SECRET}",
+    ],
+)
+def test_kubeflow_compile_refuses_every_credential_form(storage):
+    """The compiler's contract with this module: a credential in params is refused, never compiled in."""
+    from pipelines.compile import params_yaml_text
+    from vlpeft.config import load_params
+    from vlpeft.errors import ConfigError
+
+    params = load_params([], [f"sweep.storage={storage}"])
+    with pytest.raises(ConfigError, match=r"sweep\.storage: has a password"):
+        params_yaml_text(params)
+    assert "postgresql://u@127.0.0.1/db" in params_yaml_text(
+        load_params([], ["sweep.storage=postgresql://u@127.0.0.1/db"])
+    )
