@@ -181,3 +181,13 @@ def test_pickle_bin_in_a_checkpoint_folder_is_refused_unread(tmp_path):
     ):
         refuse_pickles(tmp_path / "best")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_kubeflow_params_parameter_uses_the_same_strict_loader():
+    """A pipeline run's ``params_yaml`` parameter is user input too."""
+    from vlpeft.kfp_task import parse_params
+
+    with pytest.raises(ConfigError, match=r"pipeline parameter params_yaml: aliases expand to more than"):
+        parse_params(BOMB)
+    with pytest.raises(ConfigError, match=r"params_yaml: duplicate key 'vqa'"):
+        parse_params("vqa: {}\nvqa: {}\n")
