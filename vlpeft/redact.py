@@ -75,10 +75,9 @@ def _redact_userinfo(text: str) -> str:
         begin = match.end()
         if begin < pos:
             continue
-        end_match = _URL_END.search(text, begin)
-        end = end_match.start() if end_match else len(text)
-        if i + 1 < len(starts):  # the next URL starts a new authority
-            end = min(end, starts[i + 1].start())
+        limit = starts[i + 1].start() if i + 1 < len(starts) else len(text)  # the next URL starts anew
+        end_match = _URL_END.search(text, begin, limit)  # bounded: linear time over many URLs
+        end = end_match.start() if end_match else limit
         url = text[begin:end]
         encoded = match["sep"] != "://"
         at = max(url.rfind("@"), url.upper().rfind("%40") if encoded else -1)
