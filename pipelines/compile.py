@@ -270,11 +270,14 @@ def _prepared(package: str | Path, tmp: str, no_cache: bool) -> tuple[Path, dict
     """The package to send (caching off in every DAG when ``no_cache``) and its pipeline spec."""
     import yaml
 
-    docs = list(yaml.safe_load_all(Path(package).read_text()))
-    if no_cache:
-        docs[0] = disable_caching(docs[0])
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the package is ~150 kB of YAML
+    docs = list(yaml.load_all(Path(package).read_text(), Loader=loader))
+    if not no_cache:
+        return Path(package), docs[0]
+    docs[0] = disable_caching(docs[0])
     pkg = Path(tmp) / "pipeline.yaml"
-    pkg.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    pkg.write_text(yaml.dump_all(docs, Dumper=dumper, sort_keys=False))
     return pkg, docs[0]
 
 

@@ -84,12 +84,15 @@ class PodRunner:
         def run(*args, **kwargs):
             label = kwargs["component_spec"].executor_label
             executor = self.executors.get(label, {})
-            if "createPvc" in executor:  # kfp-kubernetes CreatePVC: the backend's driver creates it
-                name = f"local-{uuid.uuid4().hex[:8]}{executor['createPvc'].get('pvcNameSuffix', '')}"
-                self.created[kwargs["component_name"]] = name
+            # kfp-kubernetes CreatePVC/DeletePVC are stub images the backend's driver acts on itself
+            # (backend/src/v2/driver, `argostub/createpvc`): here a fresh directory per created PVC.
+            image = kwargs["executor_spec"].container.image
+            if image == "argostub/createpvc":
+                suffix = kwargs.get("arguments", {}).get("pvc_name_suffix", "")
+                name = f"local-{uuid.uuid4().hex[:8]}{suffix}"
                 self.created["createpvc"] = name
                 return {"name": name}, status.Status.SUCCESS
-            if "deletePvc" in executor:
+            if image == "argostub/deletepvc":
                 for name in set(self.created.values()):
                     for path in self.mounts.pop(name, []):
                         shutil.rmtree(path, ignore_errors=True)
