@@ -3,14 +3,15 @@
     python scripts/image/run_in_image.py --image localhost/vlpeft/vlpeft:0.1.0-cpu --work /tmp/x/run
 
 The real pipeline of ``pipelines/`` and ``components/`` (built by ``build_pipeline``, as ``vlpeft kfp
-compile`` does) on the tiny world with one task (captioning), one sweep worker, two sweep trials and the
-one variant ``best``: data -> pretrain -> features -> sweep prepare / worker / finish -> train, which scores
-its test split (pycocoevalcap's Java PTB tokenizer, METEOR, BLEU, ROUGE-L, CIDEr) -> collect -> summary ->
-register -> review (compiled for a backend with a run workspace: kfp.backend 2.17.0). Every task is one container of the image, run as its non-root user with ``--network none``
-(nothing is fetched at run time, no pip); MLflow tracks into a sqlite file and the Optuna study into a
-journal file, both on the bind-mounted pipeline root (locally kfp ignores the Secrets these come from).
-Then the same test predictions are scored again by the host's ``vlpeft evaluate caption``: the figures
-must be equal. Prints one JSON line with the figures. Needs DOCKER_HOST pointing at a daemon with the image.
+compile`` does) on the tiny world with one task (captioning), one sweep worker, two sweep trials and the one
+variant ``best``: data -> pretrain -> features -> sweep prepare / worker / finish -> train, which scores its
+test split (pycocoevalcap's Java PTB tokenizer, METEOR, BLEU, ROUGE-L, CIDEr) -> collect -> summary ->
+register -> review (compiled for a backend with a run workspace: kfp.backend 2.17.0). Every task is one
+container of the image, run as its non-root user with ``--network none`` (nothing is fetched at run time, no
+pip); MLflow tracks into a sqlite file and the Optuna study into a journal file, both on the bind-mounted
+pipeline root (locally kfp ignores the Secrets these come from). Then the same test predictions are scored
+again by the host's ``vlpeft evaluate caption``: the figures must be equal. Prints one JSON line with the
+figures. Needs DOCKER_HOST pointing at a daemon with the image.
 """
 
 import argparse

@@ -85,7 +85,7 @@ def test_run_id_from_the_pod_label_and_gpu_tasks_fail_fast_without_cuda(monkeypa
     assert current_run_id() == "3f9c-run"
     monkeypatch.setenv(REQUIRE_CUDA_ENV, "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine has no GPU either way
-    with pytest.raises(ConfigError, match="task features: no usable CUDA device .* kfp.allow_cpu"):
+    with pytest.raises(ConfigError, match=r"task features: no usable CUDA device .* kfp\.allow_cpu"):
         open_task(off, task_name="features", image="i")
     monkeypatch.delenv(REQUIRE_CUDA_ENV)  # kfp.allow_cpu: the pipeline leaves the variable out
     open_task(off, task_name="features", image="i")
