@@ -218,11 +218,16 @@ class Api:
         import socket
 
         socket.setdefaulttimeout(self._old_timeout)
-        if exc is not None and not isinstance(exc, ValueError | KeyboardInterrupt | SystemExit):
-            from vlpeft.errors import ConfigError, TrackingError
+        import kfp_server_api
+        import urllib3
 
-            if not isinstance(exc, ConfigError | TrackingError):
-                raise TrackingError(_api_error(self.host, exc)) from None
+        # the server's refusals, transport failures and kfp.Client's complaints about answers; anything
+        # else is a bug and keeps its traceback
+        api_errors = (kfp_server_api.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+        if isinstance(exc, api_errors):
+            from vlpeft.errors import TrackingError
+
+            raise TrackingError(_api_error(self.host, exc)) from None
         return False
 
     def experiment_id(self, name: str) -> str:
