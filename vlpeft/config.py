@@ -618,15 +618,30 @@ class KfpConfig(Section):
         2, ge=0, description="retries of GPU tasks (a retried train resumes from its checkpoint)"
     )
     retry_backoff: Duration = Field("60s", description="first retry delay; doubles each retry")
-    mlflow_secret: str = Field(
-        "vlpeft-mlflow", description="Secret with keys tracking_uri, username, password -> MLFLOW_TRACKING_*"
+    retry_window: str = Field(
+        "168h",
+        pattern=r"^\d+[smh]$",
+        description="no retry starts later than this after a task's first attempt",
+    )
+    run_timeout: int | None = Field(None, gt=0, description="seconds a whole run may take (KFP >= 2.17)")
+    run_ttl: int | None = Field(
+        None, gt=0, description="seconds a finished run's workflow is kept (KFP >= 2.17)"
+    )
+    mlflow_secret: str = Field("vlpeft-mlflow", description="Secret read by every task that tracks")
+    mlflow_secret_keys: dict[str, str] = Field(
+        {
+            "tracking_uri": "MLFLOW_TRACKING_URI",
+            "username": "MLFLOW_TRACKING_USERNAME",
+            "password": "MLFLOW_TRACKING_PASSWORD",
+        },
+        description="Secret key -> env var; every key must exist in the Secret (no auth: tracking_uri only)",
     )
     optuna_secret: str = Field("vlpeft-optuna", description="Secret with key url -> VLPEFT_SWEEP_STORAGE")
+    hf_secret: str | None = Field(None, description="Secret with key token -> HF_TOKEN (gated hub models)")
+    hf_cache_pvc: str | None = Field(None, description="existing PVC holding the hub cache (HF_HOME)")
+    hf_cache_mount: str = Field("/mnt/hf", description="where hf_cache_pvc is mounted")
     workspace_size: K8sQuantity = Field(
         "20Gi", description="run workspace (checkpoints of train tasks, retries)"
-    )
-    timeout: int | None = Field(
-        None, gt=0, description="seconds a pod of this kind may run (activeDeadlineSeconds); null = no limit"
     )
     workspace_storage_class: str | None = Field(None, description="storage class of the run workspace PVC")
     workspace_access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
