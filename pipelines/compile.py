@@ -35,8 +35,9 @@ def params_yaml_text(params) -> str:
     found = credential_fields(params.model_dump(mode="json"))  # before params_to_dict redacts them
     if found:
         raise ConfigError(
-            f"{found[0]}: holds a credential, which would land in the compiled pipeline: put it in a Secret "
-            f"(kfp.mlflow_secret, kfp.optuna_secret key url, kfp.hf_secret) and leave it out of params"
+            f"{found[0]}: has a password or another credential, which would land in the compiled pipeline: "
+            f"put it in a Secret (kfp.mlflow_secret, kfp.optuna_secret key url, kfp.hf_secret) and leave it "
+            f"out of params"
         )
     return json.dumps(params_to_dict(params), sort_keys=True)
 

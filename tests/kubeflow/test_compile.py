@@ -98,7 +98,7 @@ def test_secrets_by_literal_name_and_no_secret_value(compiled, monkeypatch):
     from vlpeft.errors import ConfigError
 
     bad = load_params(["params.yaml"], ["sweep.storage=postgresql://u:s3cret@db:5432/optuna"])
-    with pytest.raises(ConfigError, match=r"sweep\.storage: holds a credential"):
+    with pytest.raises(ConfigError, match=r"sweep\.storage: has a password"):
         compile_pipeline(bad, out.with_name("bad.yaml"), IMAGE)
     assert not out.with_name("bad.yaml").exists()
 
@@ -292,9 +292,9 @@ def test_cluster_settings_reach_the_pods(tmp_path):
         (["kfp.run_ttl=60"], "kfp.run_ttl: needs kfp.backend >= 2.17.0"),
         (["kfp.backend=2.9.0"], "kfp.backend '2.9.0': not a supported KFP backend"),
         (["data.source=coco"], "data.source coco: set kfp.data_pvc"),
-        (["model.vision=https://me:hunter2@hub.example/vit"], "model.vision: holds a credential"),
+        (["model.vision=https://me:hunter2@hub.example/vit"], "model.vision: has a password"),
         (['variants={"best": {"tracking.experiment": "postgresql://u:pw@db/x"}}'], "variants.best.tracking"),
-        (["sweep.storage=postgresql://u:s3cret@db:5432/optuna"], "sweep.storage: holds a credential"),
+        (["sweep.storage=postgresql://u:s3cret@db:5432/optuna"], "sweep.storage: has a password"),
         (["kfp.image=vlpeft:0.1.0"], "kfp.image 'vlpeft:0.1.0': name the registry"),
         (["kfp.image_pull_secrets=[Bad_Name]"], "image_pull_secrets[0]"),
         (['kfp.mlflow_secret_keys={"user": "MLFLOW_TRACKING_USERNAME"}'], "MLFLOW_TRACKING_URI"),
