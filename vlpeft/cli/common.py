@@ -1,4 +1,8 @@
-"""Options and helpers shared by every command group."""
+"""Options and helpers shared by every command group.
+
+Input paths are declared with ``exists=True`` (click checks them while parsing, before a command imports
+anything heavy): a mistyped path is one error line at once, not after torch has loaded.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,13 @@ from vlpeft.config import Params, load_params
 
 ParamsOption = Annotated[
     list[Path] | None,
-    typer.Option("--params", "-p", help="params file(s); later files merge over earlier ones"),
+    typer.Option(
+        "--params",
+        "-p",
+        exists=True,
+        dir_okay=False,
+        help="params file(s); later files merge over earlier ones",
+    ),
 ]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="override one value, e.g. vqa.peft.routing=mul")

@@ -15,8 +15,15 @@ from vlpeft.tasks import SweepTaskName
 @app.command("sweep")
 def sweep(
     task_name: Annotated[SweepTaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
-    data: Annotated[Path, typer.Option("--data", help="dataset root (data synth / data prepare output)")],
-    features: Annotated[Path, typer.Option("--features", help="feature store directory")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", exists=True, file_okay=False, help="dataset root (data synth / data prepare output)"
+        ),
+    ],
+    features: Annotated[
+        Path, typer.Option("--features", exists=True, file_okay=False, help="feature store directory")
+    ],
     out: Annotated[Path, typer.Option("--out", help="output directory of the sweep")],
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="override sweep.n_trials")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds (sweep.timeout)")] = None,
