@@ -6,9 +6,10 @@
 ``dvc exp run -S vqa.peft.rank=16 && dvc metrics diff`` printed ``-`` for every old value. With the results
 of the first run committed, it shows the old value, the new one and the change.
 
-It commits only ``dvc.lock`` and ``metrics/`` (and ``.gitignore``, which DVC edits), and only when no other tracked file differs from ``HEAD``:
-a baseline must be the results *of* ``HEAD``'s code and params. Otherwise (or outside a git work tree) it
-says why and changes nothing; the run itself has succeeded either way (exit code 0).
+It commits only ``dvc.lock`` and ``metrics/`` (and ``.gitignore``, which DVC edits), and only when no other
+tracked file differs from ``HEAD``: a baseline must be the results *of* ``HEAD``'s code and params.
+Otherwise (or outside a git work tree) it says why and changes nothing; the run itself has succeeded either
+way (exit code 0).
 
     python scripts/dvc_baseline.py [DIR]        # DIR: the DVC project (default: the current directory)
 """
@@ -28,7 +29,7 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def commit_baseline(project: Path) -> str:
-    """Commit ``dvc.lock`` and ``metrics/`` of ``project`` when they are new or changed; return what happened."""
+    """Commit ``dvc.lock`` and ``metrics/`` of ``project`` if new or changed; return what happened."""
     if _git(project, "rev-parse", "--is-inside-work-tree").returncode != 0:
         return f"{project}: not a git work tree: no baseline committed"
     present = [p for p in BASELINE if (project / p).exists()]
@@ -43,8 +44,8 @@ def commit_baseline(project: Path) -> str:
     ]
     if others:
         return (
-            f"not committing the DVC baseline: {', '.join(others)} changed since HEAD, so these results are not "
-            f"HEAD's; commit those changes together with {' and '.join(present)} yourself"
+            f"not committing the DVC baseline: {', '.join(others)} changed since HEAD, so these results "
+            f"are not HEAD's; commit those changes together with {' and '.join(present)} yourself"
         )
     _git(project, "add", "--", *present)
     if _git(project, "diff", "--cached", "--quiet", "--", *present).returncode == 0:
@@ -54,11 +55,12 @@ def commit_baseline(project: Path) -> str:
     done = _git(project, "commit", "-q", "-m", message, "--", *present)
     if done.returncode != 0:
         return f"DVC baseline not committed: {' '.join(done.stderr.split())}"
-    return f"committed the DVC baseline ({' and '.join(present)}): dvc metrics diff / dvc exp show now compare with it"
+    committed = " and ".join(present)
+    return f"committed the DVC baseline ({committed}): dvc metrics diff / dvc exp show now compare with it"
 
 
 def _relative(project: Path, name: str) -> str:
-    """``name`` as git status prints it: relative to the work tree's top (the project may be a subdirectory)."""
+    """``name`` as git status prints it: relative to the work tree's top (the project may be a subdir)."""
     top = Path(_git(project, "rev-parse", "--show-toplevel").stdout.strip() or project)
     return str((project / name).resolve().relative_to(top.resolve()))
 

@@ -1,4 +1,4 @@
-"""The command line as its users expect it: -h, --version, on/off switches, order, choices, fast path errors."""
+"""The command line as users expect it: -h, --version, on/off switches, order, choices, fast path errors."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_options_with_a_fixed_set_list_their_choices(path, option, choices, caps
     monkeypatch.setenv("COLUMNS", "300")  # one help row per option
     assert main([*path, "-h"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if f" --{option} " in line]
-    assert len(rows) == 1 and '|'.join(choices) in rows[0], (path, option, rows)
+    assert len(rows) == 1 and "|".join(choices) in rows[0], (path, option, rows)
     code = main([*path, f"--{option}", "nonsense"])
     assert code == 2
     err = capsys.readouterr().err
@@ -163,7 +163,7 @@ def test_choices_agree_with_their_owners(tmp_path):
     from vlpeft.pretrain.run import ALL_PARTS
 
     assert get_args(choices.DownloadGroup) == ("all", *GROUPS)
-    assert choices.PRETRAIN_PARTS == tuple(ALL_PARTS)
+    assert tuple(ALL_PARTS) == choices.PRETRAIN_PARTS
     assert get_args(choices.H5Pool) == tuple(POOLS)
     assert get_args(choices.H5Dtype) == tuple(OUT_DTYPES)
     assert set(get_args(choices.Convention)) == set(CONVENTIONS)
@@ -196,7 +196,8 @@ _PROBE = """
 import json, sys
 from vlpeft.cli import main
 codes = [main(args) for args in json.loads(sys.argv[1])]
-print(json.dumps({"codes": codes, "heavy": sorted(m for m in ("torch", "mlflow", "optuna") if m in sys.modules)}))
+heavy = sorted(m for m in ("torch", "mlflow", "optuna") if m in sys.modules)
+print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 

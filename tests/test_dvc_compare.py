@@ -32,7 +32,7 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def _fresh_clone(tmp_path: Path) -> Path:
-    """A committed project as a user clones it: params, dvc.yaml, code, .gitignore; no dvc.lock, no metrics."""
+    """A committed project as a user clones it: params, dvc.yaml, code, .gitignore; no dvc.lock or metrics."""
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
