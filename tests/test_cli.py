@@ -155,6 +155,7 @@ def test_options_with_a_fixed_set_list_their_choices(path, option, choices, caps
 
 def test_choices_agree_with_their_owners(tmp_path):
     from vlpeft.cli import choices
+    from vlpeft.config import GenerativeTask
     from vlpeft.data.download import GROUPS
     from vlpeft.data.prepare import _link
     from vlpeft.data.vladapter_features import OUT_DTYPES, POOLS
@@ -167,6 +168,7 @@ def test_choices_agree_with_their_owners(tmp_path):
     assert get_args(choices.H5Pool) == tuple(POOLS)
     assert get_args(choices.H5Dtype) == tuple(OUT_DTYPES)
     assert set(get_args(choices.Convention)) == set(CONVENTIONS)
+    assert get_args(choices.PredictTask) == get_args(GenerativeTask)
     src = tmp_path / "a.txt"
     src.write_text("x")
     for mode in get_args(choices.LinkMode):  # each one links for real
@@ -196,7 +198,7 @@ _PROBE = """
 import json, sys
 from vlpeft.cli import main
 codes = [main(args) for args in json.loads(sys.argv[1])]
-heavy = sorted(m for m in ("torch", "mlflow", "optuna") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "mlflow", "optuna", "vlpeft.config") if m in sys.modules)
 print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 

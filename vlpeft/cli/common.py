@@ -1,17 +1,18 @@
 """Options and helpers shared by every command group.
 
 Input paths are declared with ``exists=True`` (click checks them while parsing, before a command imports
-anything heavy): a mistyped path is one error line at once, not after torch has loaded.
+anything heavy, even the typed config): a mistyped path is one error line at once, not after torch has loaded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vlpeft.config import Params, load_params
+if TYPE_CHECKING:
+    from vlpeft.config import Params
 
 ParamsOption = Annotated[
     list[Path] | None,
@@ -30,4 +31,6 @@ SetOption = Annotated[
 
 def load(params: list[Path] | None, sets: list[str] | None) -> Params:
     """Load and validate the parameter files named on the command line (default ``params.yaml``)."""
+    from vlpeft.config import load_params  # building the typed config costs ~0.2 s: not before a path check
+
     return load_params(params or [Path("params.yaml")], sets or [])
