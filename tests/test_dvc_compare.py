@@ -40,7 +40,7 @@ def _fresh_clone(tmp_path: Path) -> Path:
     _git(repo, "config", "user.name", "t")
     run_dvc(["init", "-q"], repo)
     (repo / "stage.py").write_text(STAGE)
-    (repo / "params.yaml").write_text("vqa:\n  peft:\n    rank: 8\n")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")  # the real one (vqa.peft.rank: 8)
     dvc = {
         "stages": {
             "train": {
