@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "predict": TOOLS,
     "params": TOOLS,
     "config": TOOLS,
+    "dvc-yaml": TOOLS,
     "kfp": TOOLS,
     "version": TOOLS,
 }
@@ -127,12 +128,11 @@ def _register() -> None:
         train,
     )
 
-    for info in [*app.registered_commands, *app.registered_groups]:
-        name = info.name or (info.typer_instance.info.name if hasattr(info, "typer_instance") else None)
-        if name is None and getattr(info, "callback", None) is not None:
-            name = info.callback.__name__.replace("_", "-")
-        if name in COMMANDS:
-            info.rich_help_panel = COMMANDS[name]
+    for command in app.registered_commands:  # typer names a command after its function unless told
+        name = command.name or command.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+        command.rich_help_panel = COMMANDS.get(name, command.rich_help_panel)
+    for group in app.registered_groups:
+        group.rich_help_panel = COMMANDS.get(str(group.name), group.rich_help_panel)
 
 
 def _usage_error_line(exc: typer.exceptions.TyperException) -> str:
