@@ -92,15 +92,6 @@ def test_readme_comparison_path_from_a_fresh_clone(tmp_path):
     assert "params.yaml changed since HEAD" in note and _git(repo, "rev-parse", "HEAD") == head
 
 
-def test_without_a_baseline_dvc_has_nothing_to_compare(tmp_path):
-    # What the issue saw on a fresh clone: HEAD has no metrics, so every old value is missing.
-    repo = _fresh_clone(tmp_path)
-    run_dvc(["repro", "-q"], repo)
-    run_dvc(["exp", "run", "-q", "-S", "vqa.peft.rank=16"], repo)
-    diff = json.loads(run_dvc(["metrics", "diff", "--json"], repo))
-    assert diff["metrics/vqa-best-0.json"]["overall"]["old"] is None
-
-
 def test_make_run_commits_the_baseline():
     done = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
     lines = [line.strip() for line in done.stdout.splitlines()]
