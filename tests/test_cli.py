@@ -125,7 +125,7 @@ def test_a_wrong_switch_value_is_one_line(tmp_path, capsys):
     ("path", "option", "choices"),
     [
         (("data", "download"), "what", ("all", "coco-images", "karpathy", "vqa", "gqa", "nlvr")),
-        (("data", "prepare"), "source", ("coco", "gqa", "nlvr")),
+        (("data", "prepare"), "source", ("coco", "own", "gqa", "nlvr")),
         (("data", "prepare"), "link", ("symlink", "hardlink", "copy")),
         (("pretrain",), "only", ("vit", "roberta", "gpt2", "bart")),
         (("features-import",), "pool", ("max6x6", "none")),
@@ -157,7 +157,7 @@ def test_choices_agree_with_their_owners(tmp_path):
     from vlpeft.cli import choices
     from vlpeft.config import GenerativeTask
     from vlpeft.data.download import GROUPS
-    from vlpeft.data.prepare import _link
+    from vlpeft.data.prepare import LINKS, link_image
     from vlpeft.data.vladapter_features import OUT_DTYPES, POOLS
     from vlpeft.errors import DataError
     from vlpeft.models.accounting import CONVENTIONS
@@ -171,11 +171,12 @@ def test_choices_agree_with_their_owners(tmp_path):
     assert get_args(choices.PredictTask) == get_args(GenerativeTask)
     src = tmp_path / "a.txt"
     src.write_text("x")
+    assert get_args(choices.LinkMode) == LINKS
     for mode in get_args(choices.LinkMode):  # each one links for real
-        _link(src, tmp_path / f"b-{mode}.txt", mode)
+        link_image(src, tmp_path / f"b-{mode}.txt", mode)
         assert (tmp_path / f"b-{mode}.txt").read_text() == "x"
     with pytest.raises(DataError):
-        _link(src, tmp_path / "c.txt", "reflink")
+        link_image(src, tmp_path / "c.txt", "reflink")
 
 
 # A wrong input path of each kind of command. Each must be answered before torch (or MLflow) is imported.

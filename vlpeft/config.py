@@ -179,6 +179,11 @@ class _PeftCommon(Section):
     target_modules: list[str] | None = Field(
         None, description="module names to adapt; None = the family default (query and value)"
     )
+    vision_target_modules: list[str] | None = Field(
+        None,
+        description="module names to adapt in the vision tower (model.vision_tower lora/adapter); None = "
+        "the family default (query and value)",
+    )
     fused_qkv: Literal["qv", "all"] = Field(
         "qv",
         description="LoRA on fused QKV projections (GPT-2 c_attn): qv = the query and value thirds with one "

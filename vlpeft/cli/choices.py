@@ -15,8 +15,8 @@ from vlpeft.eval.vqa_normalize import REVISIONS
 from vlpeft.tasks import FAMILY_BACKBONE, TASKS
 
 DownloadGroup = Literal["all", "coco-images", "karpathy", "vqa", "gqa", "nlvr"]  # vlpeft.data.download.GROUPS
-PrepareSource = Literal["coco", "gqa", "nlvr"]  # vlpeft.cli.data's preparers
-LinkMode = Literal["symlink", "hardlink", "copy"]  # vlpeft.data.prepare._link
+PrepareSource = Literal["coco", "own", "gqa", "nlvr"]  # vlpeft.cli.data's preparers
+LinkMode = Literal["symlink", "hardlink", "copy"]  # vlpeft.data.prepare.LINKS
 # An Enum, not a Literal: typer takes no list of Literals (``--only`` repeats).
 PRETRAIN_PARTS = ("vit", "roberta", "gpt2", "bart")  # vlpeft.pretrain.run.ALL_PARTS
 PretrainPart = enum.Enum("PretrainPart", {p: p for p in PRETRAIN_PARTS}, type=str)  # type: ignore[misc]
