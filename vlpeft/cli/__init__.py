@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing path, bad choice
         from rich.markup import escape
 
-        line = _usage_error_line(exc)
+        from vlpeft.redact import redact_text
+
+        line = redact_text(_usage_error_line(exc))  # a mistyped value may be a URL with a password
         Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
