@@ -85,6 +85,8 @@ def test_readme_comparison_path_from_a_fresh_clone(tmp_path):
     assert diff == {"metrics/vqa-best-0.json": {"overall": {"old": 62.0, "new": 64.0, "diff": 2.0}}}
     params = json.loads(run_dvc(["params", "diff", "--json"], repo))
     assert params == {"params.yaml": {"vqa.peft.rank": {"old": 8, "new": 16, "diff": 8}}}
+    # DVC rewrote params.yaml with its own writer: the one value set is the only change (no null -> empty).
+    assert _git(repo, "diff", "--numstat", "params.yaml").split() == ["1", "1", "params.yaml"]
 
     # Results of changed params are not HEAD's: the baseline is left alone, with the reason.
     head = _git(repo, "rev-parse", "HEAD")
