@@ -11,8 +11,8 @@ from vlpeft.stages.common import _tracked, localize_backbones, log_results
 from vlpeft.stages.declare import StageDecl
 from vlpeft.tracking.base import Tracker
 
-# dvc.yaml passes the encoder (--encoder models/vit): model.vision is then not read.
-STAGE = StageDecl(name="features", module=__name__, cli="vlpeft.cli.pretrain", reads=("features",))
+# dvc.yaml passes the encoder (--encoder models/vit): model.vision is then not read; model.image_size is.
+STAGE = StageDecl(name="features", module=__name__, cli="vlpeft.cli.pretrain", reads=("features", "model.image_size"))
 
 
 def load_encoder(params: Params, encoder: str | None = None, models: str | Path | None = None) -> Any:
@@ -22,7 +22,9 @@ def load_encoder(params: Params, encoder: str | None = None, models: str | Path 
     from vlpeft.models.vision import VisionEncoder
 
     name = encoder or localize_backbones(params, models).model.vision
-    enc = VisionEncoder.from_pretrained(name, pooling=params.features.pooling)
+    enc = VisionEncoder.from_pretrained(
+        name, pooling=params.features.pooling, image_size=params.model.image_size
+    )
     return enc.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
