@@ -10,34 +10,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from vlpeft.config_base import EXECUTION_ONLY, MAX_INT, AutoOrOff, Section, Switch
 from vlpeft.errors import ConfigError
 from vlpeft.eval.vqa_normalize import DEFAULT_REVISION, VqaRevisionName
 
 RoutingKind = Literal["none", "add", "mul", "mul_expand", "vl", "vl_relu"]
 ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_relu")
 Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
-# Marks a field that changes how a stage runs, never what it computes (threads, heartbeats, retries, where
-# trial checkpoints go): no stage declares it read, so DVC does not rerun anything for it (vlpeft.stages).
-EXECUTION_ONLY = {"execution_only": True}
-
-
 # Shared numeric field types: one owner of each constraint, used by every section that holds such a value.
-MAX_INT = 2**32 - 1  # no count, size or seed of ours needs more; larger values overflow torch/numpy seeding
 Seed = Annotated[int, Field(ge=0, le=MAX_INT, description="random seed, 0 .. 2**32-1")]
 MAX_RANK = 4096  # wider than any backbone we adapt: a larger bottleneck is a typo, not a setting
 Rank = Annotated[int, Field(ge=1, le=MAX_RANK)]
@@ -63,45 +54,6 @@ def _duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
-
-
-def _is_numeric(annotation: Any) -> bool:
-    """Whether a field holds numbers: ``int``/``float``, optional or in a list."""
-    if annotation in (int, float):
-        return True
-    return any(_is_numeric(arg) for arg in get_args(annotation) if arg is not type(None))
-
-
-class Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are validated on assignment too, and a
-    boolean is never taken for a number (pydantic reads ``epochs: true`` as 1)."""
-
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
-    )  # inf/nan are never a setting (lr, alpha, dropout...): refused as "finite number" errors
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, value in data.items():
-                field = cls.model_fields.get(name)
-                values = value if isinstance(value, list) else [value]
-                if field is None or not _is_numeric(field.annotation):
-                    continue
-                if any(isinstance(v, bool) for v in values):
-                    raise PydanticCustomError(
-                        "bool_number",
-                        "expected a number, got a boolean ({value})",
-                        {"field": name, "value": repr(value)},
-                    )
-                if any(isinstance(v, int) and abs(v) > MAX_INT for v in values):
-                    raise PydanticCustomError(
-                        "bool_number",
-                        "out of range, at most {limit} (got {value})",
-                        {"field": name, "value": repr(value)[:40], "limit": MAX_INT},
-                    )
-        return data
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -254,6 +206,17 @@ class _PeftCommon(Section):
         """The chosen method's own settings (its ``peft.<method>`` section), or ``None`` if it has none."""
         return getattr(self, self.method, None)
 
+    @model_validator(mode="after")
+    def _method_allows_settings(self) -> _PeftCommon:
+        # Combination rules of the registry (routing needs a bottleneck, a sharing mode the method has),
+        # checked when params load; the model family is checked when the model is built (it is known there).
+        from vlpeft.tuners.registry import get_method
+
+        problem = get_method(self.method).setting_problem(self.routing, self.sharing)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 def _peft_config_class() -> type[_PeftCommon]:
     """``PeftConfig``: the common fields, ``method`` restricted to the registered methods, and one section per
@@ -403,7 +366,7 @@ class MultiTaskConfig(TrainConfig):
     """
 
     tasks: list[GenerativeTask] = Field(["vqa", "gqa", "nlvr", "caption"], min_length=1)
-    batch_sizes: dict[GenerativeTask, int] = {"vqa": 64, "gqa": 64, "nlvr": 32, "caption": 64}
+    batch_sizes: dict[GenerativeTask, int] = {"vqa": 64, "gqa": 64, "nlvr": 32, "caption": 64}  # noqa: RUF012
     task_prefix: bool = Field(True, description='"vqa: ", "gqa: ", "nlvr: ", "caption: " before the text')
     max_answer_tokens: int = Field(10, ge=1, description="VQA/GQA target length (VL-Adapter: 10)")
     val_samples: int = Field(200, ge=1, description="validation samples per task each epoch")
@@ -432,15 +395,6 @@ class MultiTaskConfig(TrainConfig):
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks {self.tasks} name a task twice")
         return self
-
-
-def _yaml_switch(value: Any) -> Any:
-    """YAML 1.1 reads an unquoted ``on`` / ``off`` as a boolean: take it as the word the user wrote."""
-    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-
-
-Switch = Annotated[Literal["on", "off"], BeforeValidator(_yaml_switch)]
-AutoOrOff = Annotated[Literal["auto", "off"], BeforeValidator(_yaml_switch)]
 
 
 class EvaluateConfig(Section):
@@ -641,7 +595,7 @@ class KfpConfig(Section):
     node_selector: dict[str, str] = Field(
         {"nvidia.com/gpu.present": "true"}, description="node labels GPU tasks are scheduled on"
     )
-    tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]
+    tolerations: list[TolerationConfig] = [TolerationConfig(key="nvidia.com/gpu")]  # noqa: RUF012 (pydantic copies)
     features: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
     sweep: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
     train: PodResources = PodResources(gpus=1, cpu="4", memory="16Gi")
@@ -755,9 +709,9 @@ class Params(Section):
     )
 
     @model_validator(mode="after")
-    def _check_variants(self, info: ValidationInfo) -> Params:
-        if info.context and info.context.get("resolving"):
-            return self  # a resolved variant: its table was checked when the params were loaded
+    def _check_variant_table(self) -> Params:
+        # Static checks only: resolving each variant (vlpeft.variants.check_variants) is done by
+        # params_from_dict, the edge, so that validating a resolved variant never resolves variants again.
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct (got {self.seeds})")
         for name, overrides in self.variants.items():
@@ -767,9 +721,6 @@ class Params(Section):
                 )
             for key in overrides:
                 check_override_key(key, f"variants.{name}")
-        from vlpeft.variants import check_variants
-
-        check_variants(self)
         return self
 
     def task(self, task: str) -> TrainConfig:
@@ -962,11 +913,19 @@ def params_from_dict(data: dict[str, Any], source: str = "params", *, resolving:
     variant table is not checked again.
     """
     try:
-        return Params.model_validate(data, context={"resolving": resolving})
+        params = Params.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_describe(first, Params)}{more}") from None
+    if not resolving:
+        from vlpeft.variants import check_variants
+
+        try:
+            check_variants(params)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return params
 
 
 def load_params(paths: Sequence[str | Path] = ("params.yaml",), overrides: Iterable[str] = ()) -> Params:

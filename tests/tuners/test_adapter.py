@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from pydantic import ValidationError
 from tuner_helpers import VOCAB, WIDTH, tiny_bart, tiny_gpt2, tiny_roberta, tiny_t5, tiny_vit
 
 from vlpeft.config import AdapterConfig, PeftConfig
@@ -123,8 +124,8 @@ def test_config_errors_are_clear():
         )
     with pytest.raises(ConfigError, match="no default adapter positions"):
         apply_peft(tiny_roberta(), PeftConfig(method="adapter"), "mystery")
-    with pytest.raises(ConfigError, match="routing=vl needs method lora or adapter"):
-        apply_peft(tiny_roberta(), PeftConfig(method="full", routing="vl"), "roberta")
+    with pytest.raises(ValidationError, match="routing=vl needs method lora or adapter"):
+        PeftConfig(method="full", routing="vl")  # refused when params load (vlpeft.config)
 
 
 def test_full_and_frozen():

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from pydantic import ValidationError
 from tuner_helpers import VOCAB, tiny_roberta
 
 from vlpeft.config import PeftConfig, params_from_dict
@@ -80,5 +81,9 @@ def test_layernorm_scope_all_includes_the_embedding_norm():
 
 
 def test_routing_without_a_bottleneck_is_refused():
+    with pytest.raises(ValidationError, match=r"routing=vl needs method lora or adapter.*no bottleneck"):
+        PeftConfig(method="frozen", routing="vl")  # refused when params load (vlpeft.config)
+    frozen = PeftConfig(method="frozen")
+    object.__setattr__(frozen, "routing", "vl")  # past validation: apply_peft refuses it too
     with pytest.raises(ConfigError, match=r"routing=vl needs method lora or adapter.*no bottleneck"):
-        apply_peft(tiny_roberta(), PeftConfig(method="frozen", routing="vl"), "roberta")
+        apply_peft(tiny_roberta(), frozen, "roberta")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 from tuner_helpers import VOCAB, WIDTH, tiny_bart
 
 from vlpeft.config import PeftConfig
@@ -90,8 +91,8 @@ def test_per_task_adapters_need_the_task_and_tasks():
         model(input_ids=IDS, labels=IDS)
     with pytest.raises(ConfigError, match=r"needs peft\.tasks"):
         apply_peft(tiny_bart(), PeftConfig(method="adapter", sharing="per_task"), "bart")
-    with pytest.raises(ConfigError, match="sharing=shared_up is not available for method lora"):
-        apply_peft(tiny_bart(), PeftConfig(method="lora", sharing="shared_up", tasks=TASKS), "bart")
+    with pytest.raises(ValidationError, match="sharing=shared_up is not available for method lora"):
+        PeftConfig(method="lora", sharing="shared_up", tasks=TASKS)  # refused when params load
 
 
 @pytest.mark.parametrize("method,sharing", [("adapter", "per_task"), ("compacter", "shared_up")])

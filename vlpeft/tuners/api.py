@@ -27,7 +27,7 @@ from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_dir, read_json, write_json
 from vlpeft.tuners.context import checkpoint_kwargs
-from vlpeft.tuners.registry import MethodSpec, get_method, list_methods
+from vlpeft.tuners.registry import MethodSpec, get_method
 from vlpeft.tuners.trainable import trainable_names, unfreeze_norms
 
 STATE_FILE = "vlpeft_peft.json"
@@ -49,16 +49,9 @@ def _family(model: nn.Module, family: str | None) -> str:
 def method_spec(peft_cfg: PeftConfig, family: str) -> MethodSpec:
     """The registered spec of ``peft_cfg.method``, checked against the routing kind and the family."""
     spec = get_method(peft_cfg.method)
-    if peft_cfg.routing != "none" and not spec.bottleneck:
-        raise ConfigError(
-            f"peft.routing={peft_cfg.routing} needs method {' or '.join(list_methods(bottleneck=True))} "
-            f"(got {spec.name}, which has no bottleneck for the visual features to enter)"
-        )
-    if peft_cfg.sharing not in spec.sharing:
-        raise ConfigError(
-            f"peft.sharing={peft_cfg.sharing} is not available for method {spec.name} "
-            f"(available: {', '.join(spec.sharing)})"
-        )
+    problem = spec.setting_problem(peft_cfg.routing, peft_cfg.sharing)  # also refused when params load
+    if problem:
+        raise ConfigError(problem)
     if not spec.supports(family):
         raise ConfigError(
             f"peft.method {spec.name} does not support model family {family!r} "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from vlpeft.config_base import Section
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -26,10 +26,9 @@ if TYPE_CHECKING:
     from vlpeft.config import PeftConfig
 
 
-class MethodOptions(BaseModel):
-    """Base of a method's own config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+class MethodOptions(Section):
+    """Base of a method's own config section: the rules of every params section (unknown keys are errors,
+    assignments are validated, no boolean is taken for a number)."""
 
 
 class PeftMethod(Protocol):
@@ -93,6 +92,20 @@ class MethodSpec:
     def supports(self, family: str) -> bool:
         """Whether the method can be applied to models of ``family``."""
         return self.families is None or family in self.families
+
+    def setting_problem(self, routing: str, sharing: str) -> str | None:
+        """Why ``peft.routing`` / ``peft.sharing`` cannot go with this method (one line), or None."""
+        if routing != "none" and not self.bottleneck:
+            return (
+                f"peft.routing={routing} needs method {' or '.join(list_methods(bottleneck=True))} "
+                f"(got {self.name}, which has no bottleneck for the visual features to enter)"
+            )
+        if sharing not in self.sharing:
+            return (
+                f"peft.sharing={sharing} is not available for method {self.name} "
+                f"(available: {', '.join(self.sharing)})"
+            )
+        return None
 
 
 _METHODS: dict[str, MethodSpec] = {}
