@@ -250,3 +250,14 @@ def test_the_keys_the_sweep_ignores_are_the_ones_every_trial_sets():
     assert trial({"vqa": {"peft": {"routing": "mul"}, "epochs": 7}}) == reference
     assert trial({"vqa": {"peft": {"layernorm_scope": "all"}}}) != reference  # read: declared for the sweep
     assert trial({"vqa": {"peft": {"compacter": {"n": 4}}}}) != reference
+
+
+def test_the_component_list_names_real_stage_functions():
+    import importlib
+
+    stages = manifest.component_stages()
+    assert list(stages) == ["data", "pretrain", "features", "sweep", "train", "summary", "register"]
+    for name, functions in stages.items():
+        module = importlib.import_module(manifest.get_stage(name).module)
+        assert all(callable(getattr(module, f, None)) for f in functions), name
+    assert "evaluate" not in stages["train"]  # one scoring path: train scores its test split once

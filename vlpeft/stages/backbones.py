@@ -12,7 +12,13 @@ from vlpeft.stages.common import _tracked, log_results
 from vlpeft.stages.declare import StageDecl
 from vlpeft.tracking.base import Tracker
 
-STAGE = StageDecl(name="pretrain", module=__name__, cli="vlpeft.cli.pretrain", reads=("seed", "pretrain"))
+STAGE = StageDecl(
+    name="pretrain",
+    module=__name__,
+    cli="vlpeft.cli.pretrain",
+    reads=("seed", "pretrain"),
+    functions=("pretrain",),
+)
 
 
 def pretrain(

@@ -13,7 +13,9 @@ from vlpeft.stages.declare import StageDecl
 from vlpeft.tracking.base import Tracker
 
 # dvc.yaml runs ``vlpeft data synth`` (``synth``: data.source is forced to synthetic, so it is not read).
-STAGE = StageDecl(name="data", module=__name__, cli="vlpeft.cli.data", reads=("seed", "world"))
+STAGE = StageDecl(
+    name="data", module=__name__, cli="vlpeft.cli.data", reads=("seed", "world"), functions=("data", "synth")
+)
 
 
 def data(

@@ -17,8 +17,9 @@ DISPATCH_TABLES = ("tasks", "methods")
 class StageDecl:
     """What one pipeline stage reads.
 
-    ``name``: the stage (``dvc.yaml`` stage, Kubeflow component group). ``module``: the stage module (its
-    stage functions). ``cli``: the ``vlpeft`` command module dvc.yaml runs it through.
+    ``name``: the stage (``dvc.yaml`` stage, Kubeflow component group). ``module``: the stage module;
+    ``functions``: its stage functions, the ones an orchestrator calls (a Kubeflow component each).
+    ``cli``: the ``vlpeft`` command module dvc.yaml runs it through.
 
     ``reads``: the params keys or whole sections the stage reads. Placeholders: ``{task}`` is the task the
     stage runs (its section, ``vqa``), ``{variant}`` the final variant (``variants.{variant}``). Fields
@@ -37,6 +38,7 @@ class StageDecl:
     module: str
     cli: str
     reads: tuple[str, ...]
+    functions: tuple[str, ...] = ()
     ignores: tuple[str, ...] = ()
     entry: tuple[str, ...] = ()
     dispatch: tuple[str, ...] = ()

@@ -12,7 +12,13 @@ from vlpeft.stages.declare import StageDecl
 from vlpeft.tracking.base import Tracker
 
 # dvc.yaml passes the encoder (--encoder models/vit): model.vision is then not read; model.image_size is.
-STAGE = StageDecl(name="features", module=__name__, cli="vlpeft.cli.pretrain", reads=("features", "model.image_size"))
+STAGE = StageDecl(
+    name="features",
+    module=__name__,
+    cli="vlpeft.cli.pretrain",
+    reads=("features", "model.image_size"),
+    functions=("features",),
+)
 
 
 def load_encoder(params: Params, encoder: str | None = None, models: str | Path | None = None) -> Any:

@@ -46,9 +46,10 @@ def get_stage(name: str) -> StageDecl:
         raise KeyError(f"no stage {name!r} (stages: {', '.join(STAGES)})") from None
 
 
-def component_stages() -> list[str]:
-    """The stage names a Kubeflow pipeline is made of (one component group each), in pipeline order."""
-    return list(STAGES)
+def component_stages() -> dict[str, tuple[str, ...]]:
+    """The pipeline's stages in order, each with the stage functions an orchestrator calls (one Kubeflow
+    component each): where the Kubeflow component list comes from, as dvc.yaml's stages do."""
+    return {name: decl.functions for name, decl in STAGES.items() if decl.functions}
 
 
 # ------------------------------------------------------------------------------------------- params

@@ -16,6 +16,7 @@ from vlpeft.stages.declare import StageDecl
 # the model is loaded again for the review's samples (the task's predictor and its PEFT method).
 STAGE = StageDecl(
     name="register",
+    functions=("register", "review"),
     module=__name__,
     cli="vlpeft.cli.registry",
     reads=("registry.variant", "registry.review_samples", "registry.{task}_name", "seeds", "tracking"),

@@ -13,7 +13,9 @@ from vlpeft.io import check_writable
 from vlpeft.stages.declare import StageDecl
 
 # Both summaries read only the runs' files (which runs exist is the train stages' outputs), no params.
-STAGE = StageDecl(name="summary", module=__name__, cli="vlpeft.cli.report", reads=())
+STAGE = StageDecl(
+    name="summary", module=__name__, cli="vlpeft.cli.report", reads=(), functions=("add_run", "summary")
+)
 MULTITASK_STAGE = StageDecl(name="multitask-summary", module=__name__, cli="vlpeft.cli.multitask", reads=())
 
 

@@ -17,6 +17,7 @@ from vlpeft.sweep.worker import DEFAULT_TRAIN_FN, WORKER_MODULE
 # `tracking` (where the trials' MLflow runs go, not what they compute), `seed` (the world's, pretraining's).
 STAGE = StageDecl(
     name="sweep",
+    functions=("sweep_prepare", "sweep_worker", "sweep_finish", "sweep"),
     module=__name__,
     cli="vlpeft.cli.sweep",
     reads=("data", "model", "features.pooling", "evaluate", "sweep", "{task}"),

@@ -19,6 +19,7 @@ from vlpeft.tracking.base import Tracker
 # in as the best_params.json file).
 STAGE = StageDecl(
     name="train",
+    functions=("train",),  # evaluate: scoring predictions made elsewhere, not a pipeline stage
     module=__name__,
     cli="vlpeft.cli.train",
     reads=("data", "model", "features.pooling", "evaluate", "tracking", "{task}", "variants.{variant}"),
