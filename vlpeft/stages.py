@@ -586,7 +586,8 @@ def register(
             history=read_history(history) if history else None,
         )
     record = {"name": result.name, "version": result.version, "aliases": result.aliases,
-              "run_id": result.run_id, "source": result.source, "registered": True}  # fmt: skip
+              "run_id": result.run_id, "source": result.source, "registered": True,
+              "existing": result.existing, "content_hash": result.tags.get("content_hash")}  # fmt: skip
     if out:
         write_json(out, record)
     return record

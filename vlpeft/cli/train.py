@@ -64,7 +64,9 @@ def train(
 
 @app.command("predict")
 def predict(
-    model: Annotated[Path, typer.Option(help="a trained model dir (out/best or out/last)")],
+    model: Annotated[
+        str, typer.Option(help="a trained model dir (out/best or out/last) or models:/<name>@<alias>")
+    ],
     image: Annotated[Path, typer.Option(help="image file")],
     question: Annotated[str | None, typer.Option(help="question (VQA, GQA) or statement (NLVR2)")] = None,
     task: Annotated[str | None, typer.Option(help="multi-task models: vqa, gqa, nlvr or caption")] = None,
@@ -76,7 +78,12 @@ def predict(
     from vlpeft.errors import ConfigError
     from vlpeft.train.predict import Predictor
 
-    predictor = Predictor.load(model)
+    if model.startswith(("models:/", "runs:/")):  # read as data by the installed vlpeft, never run
+        from vlpeft.tracking.registry import load_registered
+
+        predictor = load_registered(model).predictor
+    else:
+        predictor = Predictor.load(Path(model))
     img = load_image(image)
     if predictor.task == "generative":
         if task is None:
