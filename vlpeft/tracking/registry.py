@@ -189,6 +189,37 @@ def input_example(spec: PyfuncSpec, task: str) -> Any:
     return pd.DataFrame({c: [values.get(c, "")] for c in spec.inputs})
 
 
+def seed_tags(spec: TaskSpec, run: str | Path) -> dict[str, str]:
+    """Version tags on the seed-to-seed spread of ``run``'s variant: ``seeds`` (how many finished runs of the
+    same task, variant and learning rate lie beside it, itself included) and, with two or more, the mean and
+    standard deviation (ddof 1) over them of each tag metric (``metric_mean.<key>``, ``metric_std.<key>``).
+
+    Runs are recognised by their ``metrics.json`` (``task``, ``variant``, ``train.lr``), as ``selected_run``
+    does. The review's verdict weighs differences against this spread.
+    """
+    import statistics
+
+    from vlpeft.io import read_json
+
+    run = Path(run)
+    mine = read_json(run / "metrics.json", "train metrics")
+    key = (mine.get("task"), mine.get("variant"), (mine.get("train") or {}).get("lr"))
+    values: list[dict[str, float]] = []
+    for path in sorted(run.parent.glob("*/metrics.json")):
+        other = read_json(path, "train metrics")
+        if (other.get("task"), other.get("variant"), (other.get("train") or {}).get("lr")) == key:
+            values.append(headline_metrics(other))
+    tags = {"seeds": str(len(values))}
+    if len(values) >= 2:
+        for name in tag_metrics(spec, values[0]):
+            metric = name[len("metric.") :]
+            series = [v[metric] for v in values if metric in v]
+            if len(series) == len(values):
+                tags[f"metric_mean.{metric}"] = f"{statistics.fmean(series):.4f}"
+                tags[f"metric_std.{metric}"] = f"{statistics.stdev(series):.4f}"
+    return tags
+
+
 def existing_version(client: Any, name: str, digest: str) -> Any | None:
     """The oldest version of ``name`` tagged with content hash ``digest``, or None."""
     from mlflow.exceptions import MlflowException
@@ -218,6 +249,7 @@ def register_model(
     data_hash: str | None = None,
     train_run_id: str | None = None,
     param_report: dict[str, Any] | None = None,
+    spread: dict[str, str] | None = None,
 ) -> VersionInfo:
     """Log ``model_dir`` as a pyfunc model in a ``register@<task>`` run and register it as ``name``.
 
@@ -226,6 +258,7 @@ def register_model(
     returned with ``existing=True`` and becomes the challenger.
     ``metrics`` (a metrics JSON) go to the run and, for the headline ones, to version tags; ``history`` (a
     list of per-epoch/step records) is logged as ``history/<name>`` metrics so the review can draw curves.
+    ``spread`` (``seed_tags``) says how many seeds the variant has and their spread (default: one seed).
     """
     from vlpeft.tracking.packaging import content_hash, package_model, read_meta
 
@@ -276,12 +309,15 @@ def register_model(
         tags["train_stage"] = train_stage
     tags |= source.version_tags()
     tags |= tag_metrics(spec, flat)
+    tags |= spread or {"seeds": "1"}
 
     with tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
         package = package_model(model_dir, Path(tmp) / "package")
         tags[HASH_TAG] = content_hash(package)
         found = existing_version(client, name, tags[HASH_TAG])
         if found is not None:  # the same checkpoint: no new version, no run; it is the challenger again
+            for key, value in (spread or {}).items():  # more seeds may have been trained since
+                client.set_model_version_tag(name, str(found.version), key, value)
             client.set_registered_model_alias(name, CHALLENGER, str(found.version))
             result = _version_info(client, client.get_model_version(name, str(found.version)))
             result.aliases, result.existing = aliases_of(name, result.version, uri), True

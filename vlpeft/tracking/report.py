@@ -94,9 +94,23 @@ def _params(tags: dict[str, str]) -> str:
     return f"{int(float(trainable)):,}" + (f" ({float(percent):.3g} %)" if percent else "")
 
 
+def _spread(side: Side, key: str) -> tuple[int, float | None]:
+    """(seeds, std of ``key`` over them) from a version's tags (``registry.seed_tags``); (1, None) unknown."""
+    tags = side.version.tags
+    seeds = int(tags.get("seeds", "1") or 1)
+    std = tags.get(f"metric_std.{key}")
+    return seeds, (float(std) if std is not None and seeds >= 2 else None)
+
+
 def verdict(review: Review) -> str:
-    """One sentence on the primary metric: the task's ``test_metric`` (VQA overall accuracy, CIDEr, the
-    multi-task average)."""
+    """One sentence on the primary metric (the task's ``test_metric``: VQA overall accuracy, CIDEr, the
+    multi-task average) that never calls noise a win.
+
+    The challenger is called better (or worse) only when both versions carry a seed spread (``seeds`` >= 2,
+    ``metric_std.<key>`` tags: the standard deviation over the seeds of each version's variant) and the
+    difference exceeds the combined spread ``sqrt(std_champion² + std_challenger²)``; within it, "no clear
+    difference". Without a spread (single-seed runs) the sentence says the difference is not evidence.
+    """
     spec = TASKS.get(review.task)
     key = spec.test_metric if spec is not None else ""
     if len(review.sides) < 2:
@@ -104,9 +118,21 @@ def verdict(review: Review) -> str:
     delta = _delta(review.sides, key)
     if delta is None:
         return f"Primary metric {key!r} is missing on one side; compare the tables."
-    word = "better" if delta > 0 else "worse" if delta < 0 else "equal"
     new, old = _fmt(review.sides[1].metrics[key]), _fmt(review.sides[0].metrics[key])
-    return f"Challenger is {word} on {key}: {new} vs {old} ({delta:+.4g})."
+    (n_old, s_old), (n_new, s_new) = _spread(review.sides[0], key), _spread(review.sides[1], key)
+    figures = f"{new} vs {old} ({delta:+.4g})"
+    if s_old is None or s_new is None:
+        higher = "higher" if delta > 0 else "lower" if delta < 0 else "the same"
+        return (
+            f"Challenger scores {higher} on {key}: {figures}, from single-seed runs: no seed spread is "
+            "known, so this difference is not evidence either way (train the variant with several seeds)."
+        )
+    noise = (s_old**2 + s_new**2) ** 0.5
+    seeds = f"seed spread ±{noise:.3g}, {n_new} vs {n_old} seeds"
+    if abs(delta) <= noise:
+        return f"No clear difference on {key}: {figures} is within the {seeds}."
+    word = "better" if delta > 0 else "worse"
+    return f"Challenger is {word} on {key}: {figures}, beyond the {seeds}."
 
 
 def _png(fig: Any) -> str:
