@@ -158,7 +158,7 @@ def test_register_review_promote_on_server(
         for key in ("vqa_none", "vqa_mul"):
             test = read_json(trained_models[key] / "metrics.json")["test"]
             assert f"{test['overall']:.4g}" in text and f"{test['perAnswerType']['other']:.4g}" in text
-    assert "| routing | none | mul |" in md and "| perAnswerType.yes/no |" in md
+    assert "| routing | none | mul |" in md and "| perAnswerType/yes_no |" in md
     assert "history/" not in md  # curves are plots, not result rows
     assert "alt='train/loss'" in html  # v2's curves come from its training run
     assert "data:image/png;base64," in html and html.count("<img") >= 3 + 1  # samples + at least one curve

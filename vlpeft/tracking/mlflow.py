@@ -17,6 +17,8 @@ from typing import Any
 
 from vlpeft.errors import TrackingError
 from vlpeft.redact import redact, redact_text
+from vlpeft.tracking.names import metric_key
+from vlpeft.tracking.names import run_name as unique_run_name
 from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, sqlite_artifact_root, tracking_uri
 from vlpeft.tracking.provenance import provenance_tags
 
@@ -95,7 +97,7 @@ class MlflowTracker:
         self.config = config
         self.experiment = experiment
         self.uri = uri or tracking_uri(cwd or ".")
-        self.run_name = run_name or stage
+        self.run_name = unique_run_name(stage, run_name)
         self.local_log = Path(local_log) if local_log else None
         self.parent_run_id = parent_run_id
         self.extra_tags = dict(tags or {})
@@ -149,10 +151,11 @@ class MlflowTracker:
             self._remote(lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log scalar metrics at ``step`` (0 when None); keys are made MLflow-safe (``yes/no`` is fine)."""
+        """Log scalar metrics at ``step`` (0 when None); keys in the ``group/name`` scheme (``metric_key``:
+        ``test.perAnswerType.yes/no`` is logged as ``test/perAnswerType/yes_no``), MLflow-safe."""
         from mlflow.entities import Metric
 
-        values = {clean_key(k): float(v) for k, v in metrics.items()}
+        values = {clean_key(metric_key(k)): float(v) for k, v in metrics.items()}
         self._local("metrics", values, step=step)
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, int(step or 0)) for k, v in values.items()]

@@ -15,7 +15,7 @@ from vlpeft.io import write_json, write_text
 from vlpeft.tasks import TASKS
 from vlpeft.tracking.review import Review, Sample, Side
 
-ANSWER_TYPES = ("overall", "perAnswerType.")
+ANSWER_TYPES = ("overall", "perAnswerType/")
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 MAX_CURVES = 12
 TEXT_LABEL = {"nlvr": "statement"}  # what a sample's text is (default: a question)
@@ -27,7 +27,7 @@ def _by_kind(keys: set[str], prefix: str = "") -> list[tuple[str, list[str]]]:
     name = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
     answer = sorted((n for n in name if n.startswith(ANSWER_TYPES)), key=lambda n: (n != "overall", n))
     caption = [n for n in CAPTION_METRICS if n in name]
-    qtype = sorted(n for n in name if n.startswith("perQuestionType."))
+    qtype = sorted(n for n in name if n.startswith("perQuestionType/"))
     other = sorted(set(name) - set(answer) - set(caption) - set(qtype))
     label = f"{prefix[:-1]}: " if prefix else ""
     groups = [
@@ -48,13 +48,13 @@ def metric_groups(keys: set[str], review: Review | None = None) -> list[tuple[st
     spec = TASKS.get(review.task) if review is not None else None
     if spec is None or spec.per_task_metric is None:
         return _by_kind(keys)
-    scores = [k for k in (f"{t}.{spec.per_task_metric}" for t in review.tasks) if k in keys]
+    scores = [k for k in (f"{t}/{spec.per_task_metric}" for t in review.tasks) if k in keys]
     scores += [spec.test_metric] if spec.test_metric in keys else []
     groups = [("Per task and average (test)", scores)] if scores else []
     rest = keys - set(scores)
     for task in review.tasks:
-        mine = {k for k in rest if k.startswith(f"{task}.")}
-        groups += _by_kind(mine, f"{task}.")
+        mine = {k for k in rest if k.startswith(f"{task}/")}
+        groups += _by_kind(mine, f"{task}/")
         rest -= mine
     return groups + _by_kind(rest)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from vlpeft.errors import DataError, TrackingError
 from vlpeft.tasks import PyfuncSpec, get_task
+from vlpeft.tracking.names import metric_key
 from vlpeft.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -86,7 +87,8 @@ def _curves(client: Any, run_id: str | None, prefix: str | None = None) -> dict[
 
 def _side(client: Any, label: str, version: VersionInfo, uri: str) -> Side:
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    results = {k: v for k, v in metrics.items() if not k.startswith(HISTORY)}
+    # metric_key: versions registered before the group/name scheme read the same (perAnswerType.yes/no)
+    results = {metric_key(k): v for k, v in metrics.items() if not k.startswith(HISTORY)}
     # The training run's per-step curves when it is known, else the history logged at registration.
     curves = _curves(client, version.tags.get("train_run_id")) or _curves(client, version.run_id, HISTORY)
     aliases = aliases_of(version.name, version.version, uri)

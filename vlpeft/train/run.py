@@ -20,6 +20,7 @@ from vlpeft.config import Params, flatten, params_to_dict
 from vlpeft.io import write_json
 from vlpeft.tasks import get_task
 from vlpeft.tracking.base import Tracker
+from vlpeft.tracking.names import stage_params
 from vlpeft.train.loop import Report, fit
 from vlpeft.tuners.registry import get_method
 
@@ -78,7 +79,8 @@ def train_task(
 
     counts = param_report(model)
     if tracker is not None and ctx.is_main:
-        tracker.log_params(params_to_dict(params))  # nested: the tracker flattens
+        # what train reads (the tracker flattens); open_tracker logged the same, a caller's tracker may not
+        tracker.log_params(stage_params(params_to_dict(params), f"train@{task}"))
         tracker.set_tags({"task": task, "routing": cfg.peft.routing, "peft.method": cfg.peft.method})
         tracker.log_metrics({"params/trainable": counts["trainable"], "params/percent": counts["percent"]})
 
