@@ -57,6 +57,35 @@ def test_package_is_self_contained_and_predicts_the_same(trained_models, tiny_wo
     assert Predictor.load(local).answers(images, questions) == Predictor.load(src).answers(images, questions)
 
 
+def test_a_trained_model_dir_says_what_it_is_and_plain_peft_loads_its_plain_adapter(trained_models):
+    """Issue 22.1 on a model the pipeline trained: the routing-none language adapter loads in bare peft with
+    the outputs of vlpeft's own load; the routed one is refused; both directories carry a model card."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from vlpeft.models import load_vl_model
+
+    plain, routed = trained_models["vqa_none"] / "best", trained_models["vqa_mul"] / "best"
+    assert "Predictor.load" in (plain / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in (plain / "lm_peft" / "README.md").read_text()
+    assert "refuses it" in (routed / "lm_peft" / "README.md").read_text()
+    backbone = read_meta(plain)["backbones"]["language"]["path"]
+    ids = torch.randint(5, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    bare = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(backbone, add_pooling_layer=False), str(plain / "lm_peft")
+    )
+    ours = load_vl_model(plain).lm
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bare.eval()(input_ids=ids)[0], ours.eval()(input_ids=ids)[0], rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match="VLPEFT-ONLY ADAPTER"):
+        PeftModel.from_pretrained(
+            AutoModel.from_pretrained(backbone, add_pooling_layer=False), str(routed / "lm_peft")
+        )
+
+
 def test_package_refuses_a_model_whose_backbone_is_gone(trained_models, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained_models["vqa_none"] / "best", model)
