@@ -1,5 +1,5 @@
-"""pyproject's dependencies are compatible ranges, the lock pins a version inside each, and installing the package
-into this (locked) environment changes nothing: no setup of ours pulls a newer torch."""
+"""pyproject's dependencies are compatible ranges, the lock pins a version inside each, and installing the
+package into this (locked) environment changes nothing: no setup of ours pulls a newer torch."""
 
 from __future__ import annotations
 

@@ -139,3 +139,30 @@ def test_a_request_path_opens_only_with_the_local_option(trained_models, tiny_wo
     want = Predictor.load(trained_models["vqa_mul"] / "best").answers([Image.open(rec.path).convert("RGB")],
                                                                      [rec.question])  # fmt: skip
     assert list(local["answer"]) == want
+
+
+def test_decode_image_refuses_what_is_not_a_small_image(tmp_path):
+    """The serving refusals one by one: each an InvalidInput naming the column (HTTP 400 when served)."""
+    import io
+
+    from vlpeft.tracking.pyfunc_model import InvalidInput, decode_image
+
+    def png(size):
+        buf = io.BytesIO()
+        Image.new("RGB", size).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    assert decode_image(png((8, 8))).size == (8, 8)
+    assert decode_image("data:image/png;base64," + png((4, 6))).size == (4, 6)
+    (tmp_path / "x.png").write_bytes(base64.b64decode(png((8, 8))))
+    cases = {
+        png((9000, 8000)): "pixels",  # a few KB of PNG, 72 M pixels decoded
+        base64.b64encode(b"GIF89a-not-really").decode(): "not a PNG/JPEG image",
+        "not base64!": "not base64 image data",
+        str(tmp_path / "x.png"): "looks like a file path",
+        "../../etc/passwd": "looks like a file path",
+    }
+    for value, message in cases.items():
+        with pytest.raises(InvalidInput, match=message):
+            decode_image(value, column="image2")
+    assert decode_image(str(tmp_path / "x.png"), allow_paths=True).size == (8, 8)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # one request image; a camera JPEG is a few MB
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # decoded size (a small PNG can decode to gigabytes): 8192 x 8192
 
 
 class InvalidInput(ValueError):
@@ -49,11 +50,16 @@ def _open(data: bytes, column: str) -> Any:
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidInput(f"{column}: {len(data)} bytes, more than {MAX_IMAGE_BYTES} per image")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        raise InvalidInput(f"{column}: not a PNG/JPEG image ({len(data)} bytes decoded)") from None
+    with image:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise InvalidInput(f"{column}: {image.width}x{image.height} pixels, over {MAX_IMAGE_PIXELS}")
+        try:
             return image.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        kind = "too many pixels" if isinstance(exc, Image.DecompressionBombError) else "not a PNG/JPEG image"
-        raise InvalidInput(f"{column}: {kind} ({len(data)} bytes decoded)") from None
+        except (Image.DecompressionBombError, OSError, ValueError):
+            raise InvalidInput(f"{column}: a broken image ({len(data)} bytes decoded)") from None
 
 
 def decode_image(value: Any, allow_paths: bool = False, column: str = "image") -> Any:
