@@ -215,13 +215,21 @@ def test_register_twice_pyfunc_review_promote(mt_run, sqlite_store, tmp_path, mo
     assert reg_run.data.metrics["average"] == pytest.approx(test["average"])
     assert len(client.get_metric_history(v1.run_id, "history/val_average")) == 1  # the one epoch's curve
 
-    # v2: the same model with other test figures (another run's, as far as the registry can tell)
+    # the same checkpoint again: no new version (content hash)
+    assert main(["register", "--task", "multitask", "--runs", str(runs), "--name", name]) == 0
+    assert "already registered" in capsys.readouterr().out
+
+    # v2: the same weights in another package (a file added, so another content hash) with other test
+    # figures: another checkpoint as far as the registry can tell
+    retrained = tmp_path / "retrained"
+    shutil.copytree(run / "last", retrained, ignore=shutil.ignore_patterns("trainer"))
+    (retrained / "NOTES.txt").write_text("same weights, registered as another checkpoint by the test\n")
     other = json.loads(json.dumps(metrics))
     for task in TASKS:
         other["test"][task]["score"] += 1.0 + TASKS.index(task)
     other["test"]["average"] += 2.5
     (tmp_path / "other.json").write_text(json.dumps(other))
-    args = ["register", "--task", "multitask", "--model", str(run / "last"), "--name", name,
+    args = ["register", "--task", "multitask", "--model", str(retrained), "--name", name,
             "--metrics", str(tmp_path / "other.json"), "--history", str(run / "curves.json")]  # fmt: skip
     assert main(args) == 0
     assert "version 2 (aliases: challenger)" in capsys.readouterr().out
