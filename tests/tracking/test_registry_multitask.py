@@ -241,7 +241,10 @@ def test_register_twice_pyfunc_review_promote(mt_run, sqlite_store, tmp_path, mo
     # what the test evaluation decodes from the feature store (same prefixes, lengths, beams, image pairs)
     mlflow.set_tracking_uri(sqlite_store)
     mlflow.set_registry_uri(sqlite_store)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
+    # the rows name local image files: only a process that asks for it reads paths (a server never does)
+    pyfunc = mlflow.pyfunc.load_model(
+        f"models:/{name}@{CHALLENGER}", model_config={"allow_local_paths": True}
+    )
     frame, want = _test_rows(mt_run)
     got = pyfunc.predict(frame)
     assert list(got.columns) == ["output"] and list(got["output"]) == want

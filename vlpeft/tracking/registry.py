@@ -368,6 +368,8 @@ def _log_and_register(
                     name="model",
                     loader_module=LOADER_MODULE,  # imported from the installed vlpeft, never stored
                     data_path=str(package),
+                    # declared so that a local process may override it at load time (never a request)
+                    model_config={"allow_local_paths": False},
                     pip_requirements=pip_requirements(),
                     signature=_signature(spec.pyfunc),
                     input_example=input_example(spec.pyfunc, (peft.get("tasks") or ["vqa"])[0]),
