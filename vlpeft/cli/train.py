@@ -83,10 +83,21 @@ def train(
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
 
 
+def _model_ref(value: str) -> str:
+    """``--model``: a model directory (checked before torch is imported) or a registry URI (models:/...)."""
+    if value.startswith(("models:/", "runs:/")) or Path(value).is_dir():
+        return value
+    raise typer.BadParameter(f"directory '{value}' does not exist (nor is it models:/<name>@<alias>)")
+
+
 @app.command("predict")
 def predict(
     model: Annotated[
-        str, typer.Option(help="a trained model dir (out/best or out/last) or models:/<name>@<alias>")
+        str,
+        typer.Option(
+            callback=lambda v: _model_ref(v),
+            help="a trained model dir (out/best or out/last) or models:/<name>@<alias>",
+        ),
     ],
     image: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="image file")],
     question: Annotated[str | None, typer.Option(help="question (VQA, GQA) or statement (NLVR2)")] = None,
@@ -100,8 +111,6 @@ def predict(
     from vlpeft.errors import ConfigError
 
     registered = model.startswith(("models:/", "runs:/"))
-    if not registered and not Path(model).is_dir():  # before torch is imported: a wrong path answers at once
-        raise ConfigError(f"--model: {model} is not a model directory (nor models:/<name>@<alias>)")
     from vlpeft.data.images import load_image
     from vlpeft.train.predict import Predictor
 
