@@ -11,9 +11,9 @@ import types
 
 from kfp import dsl
 
-from components import data, evaluate, features, pretrain, register, summary, sweep, train
+from components import data, features, pretrain, register, summary, sweep, train
 
-MODULES = (data, pretrain, features, sweep, train, evaluate, summary, register)
+MODULES = (data, pretrain, features, sweep, train, summary, register)
 
 
 def build(image: str) -> types.SimpleNamespace:

@@ -1,16 +1,25 @@
-"""The ``data`` stage: the synthetic world, or COCO/VQAv2 prepared from downloads on a volume."""
+"""The ``data`` stage: the synthetic world, or COCO/VQAv2 prepared from downloads on the data volume."""
 
 from kfp.dsl import Dataset, Output
 
 
-def data(params_yaml: str, raw_dir: str, image: str, run_id: str, task_name: str, data: Output[Dataset]):
-    """``vlpeft.stages.data``: ``data.source: synthetic`` generates the world; ``coco`` reads ``raw_dir``."""
-    from vlpeft import stages
-    from vlpeft.kfp_task import open_task
+def data(params_yaml: str, raw_dir: str, volume_dir: str, image: str, task_name: str, data: Output[Dataset]):
+    """``vlpeft.stages.data``: ``data.source: synthetic`` generates the world; ``coco`` reads ``raw_dir``.
 
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
-                       outputs={"data": data.uri})  # fmt: skip
-    result = stages.data(params, out=data.path, raw=raw_dir or None, link="copy")
+    With a data volume (``volume_dir``, per run) the prepared tree (symlinks to the downloads) is written
+    there and the ``data`` artifact only points to it: real-scale images never enter the artifact store.
+    """
+    import os
+
+    from vlpeft import stages
+    from vlpeft.kfp_task import current_run_id, on_volume, open_task
+
+    params = open_task(params_yaml, task_name=task_name, image=image, outputs={"data": data.uri})
+    if volume_dir:
+        out = on_volume(data.path, os.path.join(volume_dir, current_run_id(), "data"))
+        result = stages.data(params, out=out, raw=raw_dir or None, link="symlink")
+    else:
+        result = stages.data(params, out=data.path, raw=raw_dir or None, link="copy")
     data.metadata.update({"counts": result["counts"], "source": params.data.source})
 
 

@@ -6,7 +6,6 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 def pretrain(
     params_yaml: str,
     image: str,
-    run_id: str,
     task_name: str,
     data: Input[Dataset],
     models: Output[Model],
@@ -20,14 +19,14 @@ def pretrain(
 
     from vlpeft import stages
     from vlpeft.config import flatten
-    from vlpeft.kfp_task import log_numeric, open_task
+    from vlpeft.kfp_task import log_numeric, open_task, resolve
 
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
+    params = open_task(params_yaml, task_name=task_name, image=image,
                        inputs={"data": data.uri}, outputs={"models": models.uri})  # fmt: skip
     scratch = tempfile.mkdtemp()
     metrics_file, headline_file = (os.path.join(scratch, n) for n in ("pretrain.json", "health.json"))
     result = stages.pretrain(
-        params, data=data.path, out=models.path, metrics=metrics_file, headline=headline_file
+        params, data=resolve(data.path), out=models.path, metrics=metrics_file, headline=headline_file
     )
     with open(headline_file) as f:
         log_numeric(metrics, json.load(f))

@@ -7,7 +7,6 @@ def register(
     params_yaml: str,
     task: str,
     image: str,
-    run_id: str,
     task_name: str,
     data: Input[Dataset],
     store: Input[Dataset],
@@ -24,7 +23,7 @@ def register(
 
     inputs = {"data": data.uri, "features": store.uri, "model": model.uri}
     inputs |= {"models": models.uri} if models is not None else {}
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs)
+    params = open_task(params_yaml, task_name=task_name, image=image, inputs=inputs)
     result = stages.register(
         params, task, run=model.path, out=os.path.join(record.path, "registered.json"),
         models=models.path if models is not None else None,
@@ -37,7 +36,6 @@ def review(
     params_yaml: str,
     task: str,
     image: str,
-    run_id: str,
     task_name: str,
     registered: str,
     data: Input[Dataset],
@@ -49,18 +47,16 @@ def review(
     import tempfile
 
     from vlpeft import stages
-    from vlpeft.kfp_task import open_task
+    from vlpeft.kfp_task import open_task, resolve
 
-    params = open_task(
-        params_yaml, run_id=run_id, task_name=task_name, image=image, inputs={"data": data.uri}
-    )
+    params = open_task(params_yaml, task_name=task_name, image=image, inputs={"data": data.uri})
     if not registered:  # tracking off: nothing was registered
         for out in (report.path, summary.path):
             with open(out, "w") as fh:
                 fh.write("tracking.enabled is false: no model was registered\n")
         return
     result = stages.review(
-        params, stages.registered_name(params, task), out=tempfile.mkdtemp(), data=data.path
+        params, stages.registered_name(params, task), out=tempfile.mkdtemp(), data=resolve(data.path)
     )
     shutil.copyfile(result["html"], report.path)
     shutil.copyfile(result["markdown"], summary.path)

@@ -7,15 +7,15 @@ the collection in the summary's own layout (``metrics/<run>.json`` + ``runs/<run
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def collect_run(run: str, scores: Input[Artifact], model: Input[Model], runs: Output[Dataset],
-                runs_in: Input[Dataset] = None):  # fmt: skip
-    """``vlpeft.stages.add_run``: the collection ``runs_in`` plus run ``run`` (headline, what was trained)."""
+def collect_run(run: str, model: Input[Model], runs: Output[Dataset], runs_in: Input[Dataset] = None):
+    """``vlpeft.stages.add_run``: the collection ``runs_in`` plus run ``run``: the headline test figures
+    its train task scored (``headline.json``) and what it trained (``metrics.json``)."""
     import json
     import os
 
     from vlpeft import stages
 
-    with open(os.path.join(scores.path, "headline.json")) as fh:
+    with open(os.path.join(model.path, "headline.json")) as fh:
         headline = json.load(fh)
     stages.add_run(runs_in.path if runs_in is not None else None, run, headline=headline,
                    train_metrics=os.path.join(model.path, "metrics.json"), out=runs.path)  # fmt: skip
@@ -24,7 +24,6 @@ def collect_run(run: str, scores: Input[Artifact], model: Input[Model], runs: Ou
 def summary(
     params_yaml: str,
     image: str,
-    run_id: str,
     task_name: str,
     runs: Input[Dataset],
     table: Output[Markdown],
@@ -39,7 +38,8 @@ def summary(
     from vlpeft import stages
     from vlpeft.kfp_task import open_task
 
-    open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs={"runs": runs.uri})
+    # reads only what the train tasks wrote: no tracking, so no MLflow Secret
+    open_task(params_yaml, task_name=task_name, image=image, inputs={"runs": runs.uri}, tracks=False)
     os.makedirs(data.path, exist_ok=True)
     png = os.path.join(data.path, "summary.png")
     result = stages.summary(os.path.join(runs.path, "metrics"), runs_dir=os.path.join(runs.path, "runs"),

@@ -12,7 +12,6 @@ def sweep_prepare(
     task: str,
     workers: int,
     image: str,
-    run_id: str,
     task_name: str,
     data: Input[Dataset],
     store: Input[Dataset],
@@ -23,14 +22,14 @@ def sweep_prepare(
     import os
 
     from vlpeft import stages
-    from vlpeft.kfp_task import open_task, with_sweep_storage
+    from vlpeft.kfp_task import open_task, resolve, with_sweep_storage
 
     inputs = {"data": data.uri, "features": store.uri}
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs,
+    params = open_task(params_yaml, task_name=task_name, image=image, inputs=inputs,
                        needs_sweep_storage=True)  # fmt: skip
     setup = stages.sweep_prepare(
-        with_sweep_storage(params), task, data=data.path, features=store.path, out=spec.path,
-        models=models.path if models is not None else None, workers=workers,
+        with_sweep_storage(params), task, data=resolve(data.path), features=resolve(store.path),
+        out=spec.path, models=models.path if models is not None else None, workers=workers,
     )  # fmt: skip
     setup.spec_template().save(os.path.join(spec.path, "worker-spec.json"))
     spec.metadata.update({"study": setup.study_name, "queued": setup.queued, "task": task})
@@ -39,7 +38,6 @@ def sweep_prepare(
 
 def sweep_worker(
     image: str,
-    run_id: str,
     task_name: str,
     worker: int,
     spec: Input[Artifact],
@@ -53,16 +51,16 @@ def sweep_worker(
     import os
 
     from vlpeft import stages
-    from vlpeft.kfp_task import open_task
+    from vlpeft.kfp_task import open_task, resolve
 
     with open(os.path.join(spec.path, "worker-spec.json")) as fh:
         params_yaml = json.dumps(json.load(fh)["params"])  # JSON is YAML
-    open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
+    open_task(params_yaml, task_name=task_name, image=image,
               inputs={"data": data.uri, "features": store.uri, "spec": spec.uri},
               needs_sweep_storage=True)  # fmt: skip
     n = stages.sweep_worker(
-        os.path.join(spec.path, "worker-spec.json"), data=data.path, features=store.path, out=log.path,
-        models=models.path if models is not None else None, worker_index=worker,
+        os.path.join(spec.path, "worker-spec.json"), data=resolve(data.path), features=resolve(store.path),
+        out=log.path, models=models.path if models is not None else None, worker_index=worker,
     )  # fmt: skip
     log.metadata.update({"worker": worker, "trials": n})
 
@@ -71,7 +69,6 @@ def sweep_finish(
     params_yaml: str,
     task: str,
     image: str,
-    run_id: str,
     task_name: str,
     spec: Input[Artifact],
     best: Output[Artifact],
@@ -84,7 +81,7 @@ def sweep_finish(
     from vlpeft import stages
     from vlpeft.kfp_task import open_task, with_sweep_storage
 
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image,
+    params = open_task(params_yaml, task_name=task_name, image=image,
                        inputs={"spec": spec.uri}, needs_sweep_storage=True)  # fmt: skip
     summary = stages.sweep_finish(with_sweep_storage(params), task, out=best.path)
     shutil.copyfile(f"{best.path}/table.md", table.path)

@@ -16,7 +16,6 @@ def train(
     gpus: int,
     checkpoints: str,
     image: str,
-    run_id: str,
     task_name: str,
     data: Input[Dataset],
     store: Input[Dataset],
@@ -25,7 +24,9 @@ def train(
     metrics: Output[Metrics],
     models: Input[Model] = None,
 ):
-    """``vlpeft.stages.train`` of ``task``/``variant``/``seed``; the headline test figures go to the UI."""
+    """``vlpeft.stages.train`` of ``task``/``variant``/``seed``: it scores its test split once with the
+    official scorers (the one scoring path, as in dvc.yaml); the headline figures go to the UI and, as
+    ``headline.json`` in ``model``, to the summary."""
     import json
     import os
     import subprocess
@@ -33,17 +34,17 @@ def train(
     import tempfile
 
     from vlpeft import stages
-    from vlpeft.kfp_task import copy_tree, log_numeric, open_task, write_params
+    from vlpeft.kfp_task import copy_tree, current_run_id, log_numeric, open_task, resolve, write_params
     from vlpeft.variants import run_name
 
     name = run_name(task, variant, seed)
     inputs = {"data": data.uri, "features": store.uri, "best": best.uri}
     inputs |= {"models": models.uri} if models is not None else {}
-    params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs,
+    params = open_task(params_yaml, task_name=task_name, image=image, inputs=inputs,
                        outputs={"model": model.uri})  # fmt: skip
     from vlpeft.train.run import run_checkpoint
 
-    work = os.path.join(checkpoints, "train", run_id, name)  # per run: a later run starts afresh
+    work = os.path.join(checkpoints, "train", current_run_id(), name)  # per run: a later run starts afresh
     resume = run_checkpoint(work) is not None  # a retry of this task: continue from there
     sweep_best = os.path.join(best.path, "best_params.json")
     headline = os.path.join(work, "headline.json")
@@ -51,15 +52,16 @@ def train(
     if gpus > 1:  # data-parallel on this pod's GPUs: the same stage through the CLI under torchrun
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                 "-m", "vlpeft", "train", "--task", task, "--variant", variant, "--seed", str(seed),
-                "--sweep-best", sweep_best, "--data", data.path, "--features", store.path, "--out", work,
+                "--sweep-best", sweep_best, "--data", resolve(data.path), "--features", resolve(store.path),
+                "--out", work,
                 "--headline", headline, "--params", str(write_params(params_yaml, tempfile.mkdtemp())),
                 ]  # fmt: skip
         argv += ["--models", models_dir] if models_dir else []
         argv += ["--resume"] if resume else []
         subprocess.run(argv, check=True)
     else:
-        stages.train(params, task, data=data.path, features=store.path, out=work, models=models_dir,
-                     variant=variant, seed=seed, sweep_best=sweep_best, headline=headline,
+        stages.train(params, task, data=resolve(data.path), features=resolve(store.path), out=work,
+                     models=models_dir, variant=variant, seed=seed, sweep_best=sweep_best, headline=headline,
                      resume=resume)  # fmt: skip
     copy_tree(work, model.path, skip=("trainer",))  # the optimizer state stays on the workspace
     with open(headline) as fh:

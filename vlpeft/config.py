@@ -329,6 +329,12 @@ class ModelConfig(Section):
         description="none needs equal vision/LM widths (the paper); linear = trainable Linear(d_v, d); "
         "vl_t5 = VL-T5's visual embedding LN(Linear(d_v, d)) + box branch + image-order embedding",
     )
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        description="side of the images the vision encoder runs at; null = its image processor's size "
+        "(position embeddings are interpolated when it differs from the checkpoint's)",
+    )
     vision_tower: TowerMode = Field(
         "frozen", description="frozen (features precomputed) or trained in the loop: lora | adapter | full"
     )
@@ -582,6 +588,9 @@ class PodResources(Section):
     cpu: K8sQuantity = Field("2", description="CPU request, Kubernetes quantity")
     memory: K8sQuantity = Field("8Gi", description="memory request, Kubernetes quantity")
     shm: K8sQuantity = Field("8Gi", description="size of the in-memory /dev/shm volume of GPU tasks")
+    timeout: int | None = Field(
+        None, gt=0, description="seconds a pod of this kind may run (activeDeadlineSeconds); null = no limit"
+    )
 
 
 class KfpConfig(Section):
@@ -591,9 +600,20 @@ class KfpConfig(Section):
     the pods from the Kubernetes Secrets named below, never from params or the compiled pipeline.
     """
 
-    image: str = Field("vlpeft:0.1.0", description="the image every task runs (tag it immutably)")
+    backend: str = Field(
+        "2.4.0",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="oldest KFP backend the pipeline must run on: the compiler emits only what it accepts",
+    )
+    image: str = Field(
+        "vlpeft:0.1.0", description="the image every task runs, with its registry host (tag it immutably)"
+    )
+    image_pull_secrets: list[str] = Field([], description="Secrets (docker-registry) to pull the image")
     sweep_workers: int = Field(2, ge=1, description="sweep-worker pods in parallel (ParallelFor parallelism)")
     gpu_type: str = Field("nvidia.com/gpu", description="accelerator resource name of GPU tasks")
+    allow_cpu: bool = Field(
+        False, description="let GPU tasks run on CPU when CUDA is unusable (else they fail)"
+    )
     node_selector: dict[str, str] = Field(
         {"nvidia.com/gpu.present": "true"}, description="node labels GPU tasks are scheduled on"
     )
@@ -606,15 +626,42 @@ class KfpConfig(Section):
         2, ge=0, description="retries of GPU tasks (a retried train resumes from its checkpoint)"
     )
     retry_backoff: Duration = Field("60s", description="first retry delay; doubles each retry")
-    mlflow_secret: str = Field(
-        "vlpeft-mlflow", description="Secret with keys tracking_uri, username, password -> MLFLOW_TRACKING_*"
+    retry_window: str = Field(
+        "168h",
+        pattern=r"^\d+[smh]$",
+        description="no retry starts later than this after a task's first attempt",
+    )
+    run_timeout: int | None = Field(None, gt=0, description="seconds a whole run may take (KFP >= 2.17)")
+    run_ttl: int | None = Field(
+        None, gt=0, description="seconds a finished run's workflow is kept (KFP >= 2.17)"
+    )
+    mlflow_secret: str = Field("vlpeft-mlflow", description="Secret read by every task that tracks")
+    mlflow_secret_keys: dict[str, str] = Field(
+        {
+            "tracking_uri": "MLFLOW_TRACKING_URI",
+            "username": "MLFLOW_TRACKING_USERNAME",
+            "password": "MLFLOW_TRACKING_PASSWORD",
+        },
+        description="Secret key -> env var; every key must exist in the Secret (no auth: tracking_uri only)",
     )
     optuna_secret: str = Field("vlpeft-optuna", description="Secret with key url -> VLPEFT_SWEEP_STORAGE")
+    hf_secret: str | None = Field(None, description="Secret with key token -> HF_TOKEN (gated hub models)")
+    hf_cache_pvc: str | None = Field(None, description="existing PVC holding the hub cache (HF_HOME)")
+    hf_cache_mount: str = Field("/mnt/hf", description="where hf_cache_pvc is mounted")
     workspace_size: K8sQuantity = Field(
         "20Gi", description="run workspace (checkpoints of train tasks, retries)"
     )
     workspace_storage_class: str | None = Field(None, description="storage class of the run workspace PVC")
-    data_pvc: str | None = Field(None, description="existing PVC with the real datasets (data.source coco)")
+    workspace_access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        ["ReadWriteMany"], min_length=1, description="of the workspace PVC: train pods of a run share it"
+    )
+    workspace_pvc: str | None = Field(
+        None, description="an existing PVC for checkpoints instead of one per run (any backend)"
+    )
+    workspace_mount: str = Field("/mnt/workspace", description="where workspace_pvc is mounted")
+    data_pvc: str | None = Field(
+        None, description="existing PVC with the real datasets (required for data.source coco)"
+    )
     data_mount: str = Field(
         "/mnt/data", description="where data_pvc is mounted; raw downloads in <mount>/raw"
     )
@@ -624,10 +671,20 @@ class KfpConfig(Section):
     def _names(self) -> KfpConfig:
         import re
 
-        for field in ("mlflow_secret", "optuna_secret") + (("data_pvc",) if self.data_pvc else ()):
-            value = getattr(self, field)
+        named = ("mlflow_secret", "optuna_secret", "hf_secret", "hf_cache_pvc", "workspace_pvc", "data_pvc")
+        names = [(f, getattr(self, f)) for f in named if getattr(self, f) is not None]
+        names += [(f"image_pull_secrets[{i}]", v) for i, v in enumerate(self.image_pull_secrets)]
+        for field, value in names:
             if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value or ""):
                 raise ValueError(f"{field} {value!r} is not a Kubernetes object name (lower-case DNS name)")
+        for key, env in self.mlflow_secret_keys.items():
+            if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+                raise ValueError(f"mlflow_secret_keys: {key!r}: {env!r} is not a Secret key -> env var name")
+        if "MLFLOW_TRACKING_URI" not in self.mlflow_secret_keys.values():
+            raise ValueError("mlflow_secret_keys: one key must map to MLFLOW_TRACKING_URI")
+        for field in ("workspace_mount", "data_mount", "hf_cache_mount"):
+            if not getattr(self, field).startswith("/"):
+                raise ValueError(f"{field} {getattr(self, field)!r} is not an absolute path")
         if not self.image.strip() or any(c.isspace() for c in self.image):
             raise ValueError(f"image {self.image!r} is not an image reference")
         return self

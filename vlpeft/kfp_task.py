@@ -20,6 +20,8 @@ from vlpeft.errors import ConfigError
 from vlpeft.tracking.provenance import IMAGE_ENV, KFP_INPUTS_ENV, KFP_OUTPUTS_ENV, KFP_RUN_ENV, KFP_TASK_ENV
 
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"  # set in every Kubernetes pod
+REQUIRE_CUDA_ENV = "VLPEFT_REQUIRE_CUDA"  # set on GPU tasks by the pipeline unless kfp.allow_cpu
+VOLUME_POINTER = "volume.json"  # an artifact whose content lives on a volume holds only this file
 
 
 def parse_params(params_yaml: str, source: str = "pipeline parameter params_yaml") -> Params:
@@ -35,27 +37,30 @@ def parse_params(params_yaml: str, source: str = "pipeline parameter params_yaml
 def open_task(
     params_yaml: str,
     *,
-    run_id: str,
     task_name: str,
     image: str,
+    run_id: str | None = None,
     inputs: Mapping[str, str] | None = None,
     outputs: Mapping[str, str] | None = None,
     needs_sweep_storage: bool = False,
+    tracks: bool = True,
 ) -> Params:
     """Validate the run's params and export this task's provenance; return the params.
 
-    In a pod (``$KUBERNETES_SERVICE_HOST`` set), tracking without ``$MLFLOW_TRACKING_URI`` (the MLflow
-    Secret) and a sweep without a shared study storage (the Optuna Secret) are refused: both would write
-    to pod-local files that vanish with the pod.
+    The run id is not a task input (it would make every cache key unique to its run): the pipeline gives
+    it to the pod as ``$VLPEFT_KFP_RUN_ID`` from the pod's ``pipeline/runid`` label (downward API);
+    ``run_id`` overrides it. In a pod (``$KUBERNETES_SERVICE_HOST`` set), a task that ``tracks`` with
+    tracking on but without ``$MLFLOW_TRACKING_URI`` (the MLflow Secret), a sweep without a shared study
+    storage (the Optuna Secret), and a GPU task without a usable CUDA device are refused.
     """
     params = parse_params(params_yaml)
-    os.environ[KFP_RUN_ENV] = run_id
+    os.environ[KFP_RUN_ENV] = run_id or os.environ.get(KFP_RUN_ENV) or "unknown"
     os.environ[KFP_TASK_ENV] = task_name
     os.environ[IMAGE_ENV] = image
     os.environ[KFP_INPUTS_ENV] = json.dumps(dict(inputs or {}), sort_keys=True)
     os.environ[KFP_OUTPUTS_ENV] = json.dumps(dict(outputs or {}), sort_keys=True)
     if os.environ.get(IN_CLUSTER_ENV):
-        if params.tracking.enabled and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if tracks and params.tracking.enabled and not os.environ.get("MLFLOW_TRACKING_URI"):
             raise ConfigError(
                 f"task {task_name}: tracking.enabled but MLFLOW_TRACKING_URI is not set "
                 f"(create the Secret named by kfp.mlflow_secret, key tracking_uri)"
@@ -67,7 +72,45 @@ def open_task(
                 f"task {task_name}: no shared Optuna storage: {STORAGE_ENV} is not set "
                 f"(create the Secret named by kfp.optuna_secret, key url)"
             )
+        if os.environ.get(REQUIRE_CUDA_ENV) == "1":
+            require_cuda(task_name)
     return params
+
+
+def require_cuda(task_name: str) -> None:
+    """Fail fast when this GPU task's pod has no usable CUDA device (a driver too old for the image's
+    torch, no device plugin): it would otherwise hold a GPU and train on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"task {task_name}: no usable CUDA device in this pod (torch {torch.__version__}, CUDA "
+            f"{torch.version.cuda}): check the node's driver, or set kfp.allow_cpu: true to run on CPU"
+        )
+
+
+def current_run_id() -> str:
+    """This task's KFP run id (from the pod's label; ``unknown`` outside a pipeline)."""
+    return os.environ.get(KFP_RUN_ENV) or "unknown"
+
+
+def on_volume(artifact_path: str | Path, volume_dir: str | Path) -> Path:
+    """Point the output artifact at ``artifact_path`` to ``volume_dir`` (where the content is written):
+    real-scale data and features stay on the data volume instead of going through the artifact store."""
+    Path(artifact_path).mkdir(parents=True, exist_ok=True)
+    (Path(artifact_path) / VOLUME_POINTER).write_text(json.dumps({"path": str(volume_dir)}))
+    return Path(volume_dir)
+
+
+def resolve(artifact_path: str | Path) -> str:
+    """Where an input artifact's content is: the volume directory it points to, else the artifact itself."""
+    pointer = Path(artifact_path) / VOLUME_POINTER
+    if pointer.is_file():
+        target = json.loads(pointer.read_text())["path"]
+        if not Path(target).is_dir():
+            raise ConfigError(f"{target}: not found (is the data volume kfp.data_pvc mounted on this task?)")
+        return str(target)
+    return str(artifact_path)
 
 
 def with_sweep_storage(params: Params) -> Params:

@@ -3,14 +3,15 @@
     python scripts/image/run_in_image.py --image localhost/vlpeft/vlpeft:0.1.0-cpu --work /tmp/x/run
 
 The real pipeline of ``pipelines/`` and ``components/`` (built by ``build_pipeline``, as ``vlpeft kfp
-compile`` does) on the tiny world with one task (captioning), one sweep worker, two sweep trials and the
-one variant ``best``: data -> pretrain -> features -> sweep prepare / worker / finish -> train -> evaluate
-(pycocoevalcap's Java PTB tokenizer, METEOR, BLEU, ROUGE-L, CIDEr) -> collect -> summary -> register ->
-review. Every task is one container of the image, run as its non-root user with ``--network none``
-(nothing is fetched at run time, no pip); MLflow tracks into a sqlite file and the Optuna study into a
-journal file, both on the bind-mounted pipeline root (locally kfp ignores the Secrets these come from).
-Then the same test predictions are scored again by the host's ``vlpeft evaluate caption``: the figures
-must be equal. Prints one JSON line with the figures. Needs DOCKER_HOST pointing at a daemon with the image.
+compile`` does) on the tiny world with one task (captioning), one sweep worker, two sweep trials and the one
+variant ``best``: data -> pretrain -> features -> sweep prepare / worker / finish -> train, which scores its
+test split (pycocoevalcap's Java PTB tokenizer, METEOR, BLEU, ROUGE-L, CIDEr) -> collect -> summary ->
+register -> review (compiled for a backend with a run workspace: kfp.backend 2.17.0). Every task is one
+container of the image, run as its non-root user with ``--network none`` (nothing is fetched at run time, no
+pip); MLflow tracks into a sqlite file and the Optuna study into a journal file, both on the bind-mounted
+pipeline root (locally kfp ignores the Secrets these come from). Then the same test predictions are scored
+again by the host's ``vlpeft evaluate caption``: the figures must be equal. Prints one JSON line with the
+figures. Needs DOCKER_HOST pointing at a daemon with the image.
 """
 
 import argparse
@@ -35,7 +36,8 @@ TINY_SETS = [
     "caption.epochs=1", "caption.batch_size=16", "caption.val_cider_images=4", "caption.bf16=false",
     "evaluate.batch_size=16", "evaluate.max_new_tokens=8", "data.max_caption_tokens=12",
     "sweep.tasks=[caption]", "sweep.n_trials=2", "sweep.epochs=1", "sweep.max_train_samples=24",
-    "sweep.rank=[4]", "sweep.routing=[none,vl]", "kfp.sweep_workers=1", "seeds=[0]",
+    "sweep.rank=[4]", "sweep.routing=[none,vl]", "kfp.sweep_workers=1", "seeds=[0]", "kfp.backend=2.17.0",
+    "kfp.allow_cpu=true",
 ]  # fmt: skip
 
 
@@ -87,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
     (run,) = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{params.kfp.pipeline_name}-")]
     tasks = sorted(p.name for p in run.iterdir() if p.is_dir())
-    (scores,) = run.glob("evaluate*/scores/metrics.json")
+    (scores,) = run.glob("train*/model/metrics.json")
     (data,) = run.glob("data/data")
     (predictions,) = run.glob("train*/model/predictions_test.json")
-    in_image, host = json.loads(scores.read_text()), host_scores(data, predictions)
+    in_image, host = json.loads(scores.read_text())["test"], host_scores(data, predictions)
     keys = [k for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if k in in_image]
     equal = bool(keys) and all(in_image[k] == host[k] for k in keys)
     figures = {

@@ -15,6 +15,7 @@ from vlpeft.config import load_params
 
 IMAGE = "registry.example/vlpeft/vlpeft:0.1.0"
 GPU_PREFIXES = ("features", "sweep-worker", "train", "pretrain")
+PVC_TASKS = ("exec-createpvc", "exec-deletepvc")  # kfp-kubernetes CreatePVC/DeletePVC (backend < 2.14)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,10 @@ def test_every_task_runs_its_component_in_our_image_without_pip(compiled):
     _, _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
     bases = {re.sub(r"-\d+$", "", name) for name in executors}
-    assert bases == {f"exec-{n.replace('_', '-')}" for n in vars(components.build(IMAGE))}
+    assert bases == {f"exec-{n.replace('_', '-')}" for n in vars(components.build(IMAGE))} | set(PVC_TASKS)
     for name, ex in executors.items():
+        if name in PVC_TASKS:
+            continue
         c = ex["container"]
         assert c["image"] == IMAGE, name
         text = " ".join(c["command"] + c.get("args", []))
@@ -56,7 +59,7 @@ def test_gpu_settings_exactly_on_gpu_tasks(compiled):
     seen_gpu = set()
     for _, _name, task in _tasks(spec):
         label = _executor(spec, task)
-        if label is None:
+        if label is None or label in PVC_TASKS:
             continue
         resources = executors[label]["container"].get("resources", {})
         k8s = platform.get(label, {})
@@ -84,7 +87,7 @@ def test_secrets_by_literal_name_and_no_secret_value(compiled, monkeypatch):
     _, out, _, platform = compiled
     for label, k8s in platform.items():
         names = {s["secretName"] for s in k8s.get("secretAsEnv", [])}
-        tracks = not label.startswith(("exec-evaluate", "exec-collect", "exec-summary"))
+        tracks = not label.startswith(("exec-collect", "exec-summary", *PVC_TASKS))
         assert ("vlpeft-mlflow" in names) == tracks, label
         assert ("vlpeft-optuna" in names) == label.startswith("exec-sweep"), label
         for s in k8s.get("secretAsEnv", []):
@@ -95,7 +98,7 @@ def test_secrets_by_literal_name_and_no_secret_value(compiled, monkeypatch):
     from vlpeft.errors import ConfigError
 
     bad = load_params(["params.yaml"], ["sweep.storage=postgresql://u:s3cret@db:5432/optuna"])
-    with pytest.raises(ConfigError, match="password"):
+    with pytest.raises(ConfigError, match=r"sweep\.storage: has a password"):
         compile_pipeline(bad, out.with_name("bad.yaml"), IMAGE)
     assert not out.with_name("bad.yaml").exists()
 
@@ -111,10 +114,13 @@ def test_sweep_loop_parallelism_retries_and_caching(compiled):
         ):
             continue
         label = _executor(spec, task)
+        if label in PVC_TASKS:
+            continue
         gpu = label.removeprefix("exec-").startswith(GPU_PREFIXES)
         assert ("retryPolicy" in task) == gpu, name
-        if gpu:
+        if gpu:  # the retry window is the param's (the SDK's default of 1 h would end a long train's retries)
             assert task["retryPolicy"]["maxRetryCount"] == params.kfp.retries
+            assert task["retryPolicy"]["backoffMaxDuration"] == "604800s" == f"{168 * 3600}s"
         no_cache = label.startswith(("exec-sweep", "exec-register", "exec-review", "exec-train"))
         assert task["cachingOptions"].get("enableCache", False) is (not no_cache), (dag, name)
 
@@ -149,7 +155,7 @@ PAPER = [("configs/paper-vqa-roberta.yaml", "vqa"), ("configs/paper-coco-gpt2.ya
 
 @pytest.mark.parametrize(("config", "task"), PAPER)
 def test_paper_configs_compile(config, task, tmp_path):
-    params = load_params(["params.yaml", config], [f"sweep.tasks=[{task}]"])
+    params = load_params(["params.yaml", config], [f"sweep.tasks=[{task}]", "kfp.data_pvc=coco"])
     out = compile_pipeline(params, tmp_path / "p.yaml", IMAGE)
     spec = next(yaml.safe_load_all(out.read_text()))
     names = {n for _, n, _ in _tasks(spec)}
@@ -183,3 +189,139 @@ def test_the_registered_run_is_registry_variant_not_the_first_variant(tmp_path):
             producer = task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"]
             registered[task["taskInfo"]["name"]] = tasks[producer]["taskInfo"]["name"]
     assert registered == {f"register-{t}": f"train-{t}-blind-3" for t in params.sweep.tasks}
+
+
+# ----------------------------------------------------------------------------------- issue 19
+
+
+def test_the_dag_has_the_shape_of_dvc_yaml(compiled):
+    """One scoring path: the same stages as dvc.yaml (no separate evaluate; train scores its test split)."""
+    _, _, spec, _ = compiled
+    stage_of = {"data": "data", "pretrain": "pretrain", "features": "features", "sweep-prepare": "sweep",
+                "sweep-worker": "sweep", "sweep-finish": "sweep", "train": "train", "collect-run": "summary",
+                "summary": "summary", "register": "register", "review": "register"}  # fmt: skip
+    labels = {re.sub(r"-\d+$", "", n).removeprefix("exec-") for n in spec["deploymentSpec"]["executors"]}
+    kfp_stages = {stage_of[name] for name in labels if f"exec-{name}" not in PVC_TASKS}
+    dvc_stages = set(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+    assert kfp_stages == dvc_stages
+
+
+def test_no_provenance_in_cache_keys_and_run_id_from_the_pod_label(compiled):
+    """The run id is no task input (the driver hashes resolved inputs into the cache key): every pod gets it
+    from its ``pipeline/runid`` label instead."""
+    _, out, spec, platform = compiled
+    assert "pipeline_job_uuid" not in out.read_text()
+    for _, name, task in _tasks(spec):
+        params = task.get("inputs", {}).get("parameters", {})
+        assert "run_id" not in params, name
+    for label, k8s in platform.items():
+        if label in PVC_TASKS:
+            continue
+        assert k8s["fieldPathAsEnv"] == [
+            {"fieldPath": "metadata.labels['pipeline/runid']", "name": "VLPEFT_KFP_RUN_ID"}
+        ], label
+
+
+def _compile(tmp_path, *sets, name="p.yaml"):
+    params = load_params(["params.yaml"], list(sets))
+    out = compile_pipeline(params, tmp_path / name, IMAGE)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]
+
+
+def test_workspace_per_backend(tmp_path):
+    """>= 2.14: the run workspace with accessModes; older: a PVC the run creates and deletes; or an existing
+    PVC on any backend."""
+    _, new = _compile(tmp_path, "kfp.backend=2.15.0", "kfp.workspace_storage_class=rwx")
+    assert new["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] == {
+        "accessModes": ["ReadWriteMany"], "storageClassName": "rwx"}  # fmt: skip
+    assert "pvcMount" not in new["deploymentSpec"]["executors"]["exec-train"]
+    spec, old = _compile(tmp_path, "kfp.backend=2.5.0", "kfp.workspace_access_modes=[ReadWriteOnce]")
+    assert "pipelineConfig" not in old  # 2.5.0's PipelineConfig has no workspace: it would drop everything
+    inputs = spec["root"]["dag"]["tasks"]["createpvc"]["inputs"]["parameters"]
+    create = {k: v["runtimeValue"]["constant"] for k, v in inputs.items()}
+    assert create == {
+        "access_modes": ["ReadWriteOnce"],
+        "size": "20Gi",
+        "pvc_name_suffix": "-vlpeft-workspace",
+    }
+    assert spec["deploymentSpec"]["executors"]["exec-createpvc"]["container"]["image"] == "argostub/createpvc"
+    mount = old["deploymentSpec"]["executors"]["exec-train"]["pvcMount"][0]
+    assert (
+        mount["mountPath"] == "/mnt/workspace" and mount["taskOutputParameter"]["producerTask"] == "createpvc"
+    )
+    delete = spec["root"]["dag"]["tasks"]["deletepvc"]
+    trains = {n for _, n, _ in _tasks(spec) if n.startswith("train")}
+    assert set(delete["dependentTasks"]) >= trains
+    _, existing = _compile(tmp_path, "kfp.backend=2.4.0", "kfp.workspace_pvc=ckpt")
+    assert existing["deploymentSpec"]["executors"]["exec-train"]["pvcMount"][0]["constant"] == "ckpt"
+    assert "createpvc" not in _compile(tmp_path, "kfp.workspace_pvc=ckpt")[0]["root"]["dag"]["tasks"]
+
+
+def test_cluster_settings_reach_the_pods(tmp_path):
+    spec, k8s = _compile(
+        tmp_path, "kfp.backend=2.17.0", "kfp.image_pull_secrets=[regcred]", "kfp.train.timeout=7200",
+        "kfp.run_timeout=86400", "kfp.run_ttl=3600", "kfp.hf_cache_pvc=hub", "kfp.hf_secret=hf",
+        'kfp.mlflow_secret_keys={"token": "MLFLOW_TRACKING_TOKEN", "uri": "MLFLOW_TRACKING_URI"}',
+    )  # fmt: skip
+    ex = k8s["deploymentSpec"]["executors"]
+    assert ex["exec-train"]["imagePullSecret"][0]["secretName"] == "regcred"
+    assert ex["exec-summary"]["imagePullSecret"][0]["secretName"] == "regcred"
+    assert (
+        ex["exec-train"]["activeDeadlineSeconds"] == "7200" and "activeDeadlineSeconds" not in ex["exec-data"]
+    )
+    assert k8s["pipelineConfig"]["activeDeadlineSeconds"] == 86400
+    assert k8s["pipelineConfig"]["resourceTtlOnCompletion"] == 3600
+    assert {m["constant"] for m in ex["exec-train"]["pvcMount"]} == {"hub"}
+    mlflow = next(s for s in ex["exec-train"]["secretAsEnv"] if s["secretName"] == "vlpeft-mlflow")
+    assert {p["secretKey"]: p["envVar"] for p in mlflow["keyToEnv"]} == {
+        "token": "MLFLOW_TRACKING_TOKEN", "uri": "MLFLOW_TRACKING_URI"}  # fmt: skip
+    assert any(s["secretName"] == "hf" for s in ex["exec-features"]["secretAsEnv"])
+    env = {
+        e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["env"]
+    }
+    assert env == {"HF_HOME": "/mnt/hf", "VLPEFT_REQUIRE_CUDA": "1"}  # fail fast without CUDA
+    _compile(tmp_path, "kfp.allow_cpu=true", name="cpu.yaml")
+    spec_cpu = next(yaml.safe_load_all((tmp_path / "cpu.yaml").read_text()))
+    assert "env" not in spec_cpu["deploymentSpec"]["executors"]["exec-train"]["container"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["kfp.run_ttl=60"], "kfp.run_ttl: needs kfp.backend >= 2.17.0"),
+        (["kfp.backend=2.9.0"], "kfp.backend '2.9.0': not a supported KFP backend"),
+        (["data.source=coco"], "data.source coco: set kfp.data_pvc"),
+        (["model.vision=https://me:hunter2@hub.example/vit"], "model.vision: has a password"),
+        (['variants={"best": {"tracking.experiment": "postgresql://u:pw@db/x"}}'], "variants.best.tracking"),
+        (["sweep.storage=postgresql://u:s3cret@db:5432/optuna"], "sweep.storage: has a password"),
+        (["kfp.image=vlpeft:0.1.0"], "kfp.image 'vlpeft:0.1.0': name the registry"),
+        (["kfp.image_pull_secrets=[Bad_Name]"], "image_pull_secrets[0]"),
+        (['kfp.mlflow_secret_keys={"user": "MLFLOW_TRACKING_USERNAME"}'], "MLFLOW_TRACKING_URI"),
+    ],
+)
+def test_refusals_are_one_line_and_write_nothing(sets, message, tmp_path, capsys):
+    from vlpeft.cli import main
+
+    out = tmp_path / "p.yaml"
+    image = [] if any(s.startswith("kfp.image=") for s in sets) else ["--image", IMAGE]
+    args = ["kfp", "compile", "--out", str(out), *image]
+    for s in sets:
+        args += ["-S", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert "hunter2" not in err and "s3cret" not in err
+
+
+def test_real_scale_data_lives_on_the_data_volume(tmp_path):
+    spec, k8s = _compile(tmp_path, "data.source=coco", "kfp.data_pvc=coco", "kfp.backend=2.17.0")
+    ex = k8s["deploymentSpec"]["executors"]
+    for label in ("exec-data", "exec-features", "exec-train", "exec-sweep-worker", "exec-register"):
+        assert {"constant": "coco", "mountPath": "/mnt/data"}.items() <= ex[label]["pvcMount"][0].items(), (
+            label
+        )
+    data = spec["root"]["dag"]["tasks"]["data"]["inputs"]["parameters"]
+    assert data["volume_dir"]["runtimeValue"]["constant"] == "/mnt/data/vlpeft/runs"
+    assert data["raw_dir"]["runtimeValue"]["constant"] == "/mnt/data/raw"

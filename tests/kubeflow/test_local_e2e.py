@@ -1,5 +1,11 @@
-"""The whole pipeline under ``kfp.local`` (SubprocessRunner) on the tiny world equals the same params run
-through the CLI's stages: same seed, CPU, one thread -> equal numbers (and a registered challenger)."""
+"""The whole pipeline, pod-faithful, under ``kfp.local`` on the tiny world equals the same params run through
+the DVC stages' commands: same seed, CPU, one thread -> equal numbers (and a registered challenger).
+
+Pod-faithful (pipelines/local.py): each task gets only the environment its compiled platform spec gives its
+pod: the Secrets it names (here a no-auth MLflow key map and the Optuna URL), its run id from the pod label,
+KUBERNETES_SERVICE_HOST, so ``open_task``'s in-cluster checks run. Compiled for the oldest backend (2.4.0:
+the checkpoints go to a PVC the run creates and deletes), GPU tasks allowed on CPU (no CUDA here).
+"""
 
 from __future__ import annotations
 
@@ -41,7 +47,12 @@ def tiny_params(backbones: dict[str, Path]) -> dict:
         "variants": {"best": {}, "blind": {"task.peft.routing": "none", "model.visual_prefix": False}},
         "seeds": [0],
         "registry": {"review_samples": 0},
-        "kfp": {"sweep_workers": 2},
+        "kfp": {
+            "sweep_workers": 2,
+            "backend": "2.4.0",
+            "allow_cpu": True,
+            "mlflow_secret_keys": {"tracking_uri": "MLFLOW_TRACKING_URI"},  # an MLflow without auth
+        },
     }
 
 
@@ -84,11 +95,13 @@ def test_kfp_local_pipeline_equals_the_cli_stages(tiny_backbones, tmp_path, monk
     finally:
         torch.set_num_threads(threads)
 
-    # The pipeline: its sweep workers share a journal file (kfp.local tasks share this disk; on a cluster
-    # the URL comes from the Optuna Secret), MLflow in a sqlite file (on a cluster: the MLflow Secret).
-    monkeypatch.setenv("VLPEFT_SWEEP_STORAGE", f"journal:{tmp_path / 'kfp-sweep.journal'}")
+    # The pipeline: its sweep workers share a journal file (kfp.local tasks share this disk), MLflow in a
+    # sqlite file: both reach the tasks only as the values of the Secrets their pods name.
+    monkeypatch.delenv("VLPEFT_SWEEP_STORAGE")
+    secrets = {"vlpeft-mlflow": {"tracking_uri": os.environ["MLFLOW_TRACKING_URI"]},
+               "vlpeft-optuna": {"url": f"journal:{tmp_path / 'kfp-sweep.journal'}"}}  # fmt: skip
     params = params_from_dict(raw)
-    run_local(params, tmp_path / "kfp" / "root", tmp_path / "kfp" / "workspace")
+    run_local(params, tmp_path / "kfp" / "root", tmp_path / "kfp" / "workspace", secrets=secrets)
     (summary_file,) = (tmp_path / "kfp" / "root").glob("*/summary/data/summary.json")
     pipeline = json.loads(summary_file.read_text())
     assert pipeline == reference  # every mean, std and gain of every variant, to the last digit
@@ -101,8 +114,39 @@ def test_kfp_local_pipeline_equals_the_cli_stages(tiny_backbones, tmp_path, monk
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("vlpeft-vqa", "challenger")
     tags = version.tags
-    assert tags["kfp_task"] == "register" and tags["kfp_run_id"] not in ("", "unknown")
+    assert tags["kfp_task"] == "register" and tags["kfp_run_id"] not in ("", "unknown")  # from the pod label
     assert tags["kfp_input_model"].endswith("/train/model") and tags["image"] == params.kfp.image
     assert tags["data_version"] != "unknown" and tags.get("train_run_id")
     train_run = client.get_run(tags["train_run_id"])
     assert train_run.data.tags["kfp_task"].startswith("train") and train_run.data.tags["variant"] == "best"
+
+
+def test_a_task_without_the_secret_its_pod_needs_fails_here_as_on_a_cluster(tmp_path, monkeypatch, capfd):
+    """kfp.local alone hands every task this process's environment; the pod-faithful run gives a task only
+    its pod's. The data task tracks: without the MLflow Secret its pod never starts (the kubelet's
+    CreateContainerConfigError), nor with a Secret lacking a mapped key, and with an empty tracking URI
+    ``open_task`` refuses to track into pod-local files. The run stops at that first task."""
+    from pipelines.compile import run_local
+
+    monkeypatch.chdir(tmp_path)
+    world = {"image_size": 32, "n_train": 8, "n_val": 4, "n_test": 4}
+    keys = {"tracking_uri": "MLFLOW_TRACKING_URI"}
+    params = params_from_dict({"world": world, "kfp": {"mlflow_secret_keys": keys}})
+    optuna = {"vlpeft-optuna": {"url": "journal:x"}}
+    cases = [
+        (optuna, 'secret "vlpeft-mlflow" not found'),
+        (
+            {**optuna, "vlpeft-mlflow": {"username": "u"}},
+            "couldn't find key tracking_uri in Secret vlpeft-mlflow",
+        ),
+        (
+            {**optuna, "vlpeft-mlflow": {"tracking_uri": ""}},
+            "tracking.enabled but MLFLOW_TRACKING_URI is not set",
+        ),
+    ]
+    for i, (secrets, line) in enumerate(cases):
+        root = tmp_path / f"root{i}"
+        with pytest.raises(RuntimeError):
+            run_local(params, root, tmp_path / f"ws{i}", secrets=secrets)
+        assert line in capfd.readouterr().out
+        assert not list(root.glob("*/features"))

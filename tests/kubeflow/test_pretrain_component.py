@@ -55,11 +55,11 @@ def test_pretrain_component_logs_the_dvc_health_figure(tmp_path, monkeypatch):
     params = params_from_dict(TINY)
     text = params_yaml_text(params)
     comps = components.build(params.kfp.image)
-    common = {"image": params.kfp.image, "run_id": "local-run", "task_name": "pretrain"}
+    common = {"image": params.kfp.image, "task_name": "pretrain"}
 
     @dsl.pipeline(name="data-pretrain")
     def data_pretrain():
-        data = comps.data(params_yaml=text, raw_dir="", **common)
+        data = comps.data(params_yaml=text, raw_dir="", volume_dir="", **common)
         comps.pretrain(params_yaml=text, data=data.outputs["data"], **common)
 
     root = tmp_path / "kfp"

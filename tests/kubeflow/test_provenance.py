@@ -65,3 +65,50 @@ def test_a_cluster_task_refuses_pod_local_tracking(monkeypatch):
     assert parse_params(off).tracking.enabled is False
     with pytest.raises(ConfigError, match="params_yaml"):
         parse_params('{"vqa": {"epochs": 0}}')
+    # a task that does not track (summary reads what train wrote) needs no MLflow Secret
+    assert open_task("{}", task_name="summary", image="i", tracks=False).tracking.enabled
+
+
+def test_run_id_from_the_pod_label_and_gpu_tasks_fail_fast_without_cuda(monkeypatch):
+    import pytest
+    import torch
+
+    from vlpeft.errors import ConfigError
+    from vlpeft.kfp_task import REQUIRE_CUDA_ENV, current_run_id
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("VLPEFT_KFP_RUN_ID", "3f9c-run")  # what the downward API gives the pod
+    for key in ("VLPEFT_KFP_TASK", "VLPEFT_IMAGE", "VLPEFT_KFP_INPUTS", "VLPEFT_KFP_OUTPUTS"):
+        monkeypatch.setenv(key, "")
+    off = '{"tracking": {"enabled": false}}'
+    open_task(off, task_name="features", image="i")
+    assert current_run_id() == "3f9c-run"
+    monkeypatch.setenv(REQUIRE_CUDA_ENV, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine has no GPU either way
+    with pytest.raises(ConfigError, match=r"task features: no usable CUDA device .* kfp\.allow_cpu"):
+        open_task(off, task_name="features", image="i")
+    monkeypatch.delenv(REQUIRE_CUDA_ENV)  # kfp.allow_cpu: the pipeline leaves the variable out
+    open_task(off, task_name="features", image="i")
+
+
+def test_real_scale_data_stays_on_the_volume(tmp_path, monkeypatch):
+    """With a data volume the data task writes the prepared tree there (per run) and its artifact holds only
+    a pointer, which every consumer resolves (components/data.py, vlpeft.kfp_task.resolve)."""
+    from types import SimpleNamespace
+
+    import components.data
+    from vlpeft.kfp_task import VOLUME_POINTER, resolve
+
+    monkeypatch.setenv("VLPEFT_KFP_RUN_ID", "run-7")
+    for key in ("VLPEFT_KFP_TASK", "VLPEFT_IMAGE", "VLPEFT_KFP_INPUTS", "VLPEFT_KFP_OUTPUTS"):
+        monkeypatch.setenv(key, "")
+    art = SimpleNamespace(path=str(tmp_path / "artifact"), uri="minio://b/data", metadata={})
+    world = (
+        '{"world": {"image_size": 32, "n_train": 8, "n_val": 4, "n_test": 4}, "tracking": {"enabled": false}}'
+    )
+    components.data.data(world, raw_dir="", volume_dir=str(tmp_path / "volume"), image="i", task_name="data",
+                         data=art)  # fmt: skip
+    assert [p.name for p in (tmp_path / "artifact").iterdir()] == [VOLUME_POINTER]
+    on_volume = tmp_path / "volume" / "run-7" / "data"
+    assert resolve(art.path) == str(on_volume) and (on_volume / "images").is_dir()
+    assert art.metadata["counts"]

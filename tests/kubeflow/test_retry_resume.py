@@ -93,7 +93,6 @@ def test_killed_train_task_is_retried_and_resumes_from_its_checkpoint(
         sweep = dsl.importer(artifact_uri=str(best), artifact_class=dsl.Artifact)
         task = comps.train(params_yaml=params_yaml, task="vqa", variant="best", seed=0, gpus=0,
                            checkpoints=dsl.WORKSPACE_PATH_PLACEHOLDER, image="registry.example/vlpeft:0.1.0",
-                           run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                            task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
                            data=data.output, store=store.output, best=sweep.output)  # fmt: skip
         task.set_retry(num_retries=1, backoff_duration="0s")
