@@ -39,8 +39,9 @@ def test_data_and_features_stages_each_log_one_run(tmp_path, tiny_backbones, mon
     runs = _runs_by_stage()
     (data_run,) = runs["data"]
     assert data_run.info.status == "FINISHED"
-    assert data_run.data.metrics["counts.images.train"] == 6
-    assert "vqa.peft.routing" in data_run.data.params  # the resolved config, flattened
+    assert data_run.data.metrics["counts/images/train"] == 6  # group/name metric keys
+    assert data_run.data.params["world.n_train"] == "6"  # the sections the data stage reads, flattened
+    assert not [k for k in data_run.data.params if k.startswith(("vqa.", "kfp.", "sweep."))]
     (features_run,) = runs["features"]
     assert features_run.data.metrics["images"] == 10
 

@@ -71,8 +71,8 @@ def test_hadolint_pinned_in_dev_dependencies_and_lock():
 
 def test_torch_and_lock_as_in_ci():
     build = stages()["build"]
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    torch_pin = next(d for d in deps if d.startswith("torch=="))
+    lock = (ROOT / "requirements" / "lock.txt").read_text().split()
+    torch_pin = next(d for d in lock if d.startswith("torch=="))  # pyproject has a range, the lock the pin
     assert f"ARG TORCH_VERSION={torch_pin.split('==')[1]}" in build
     # torch alone before the lock, then the lock (the file CI installs), then the package without deps
     torch_at = build.index('"torch==${TORCH_VERSION}"')

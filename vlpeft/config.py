@@ -530,9 +530,9 @@ class SweepConfig(Section):
 
 
 class TrackingConfig(Section):
+    # (``log_models`` is gone: nothing read it. Models reach MLflow through the register stage only.)
     experiment: str = "vlpeft"
     enabled: bool = True
-    log_models: bool = True
 
 
 class RegistryConfig(Section):

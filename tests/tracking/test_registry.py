@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from vlpeft.cli import main
 from vlpeft.data.vqa import load_vqa
@@ -55,6 +57,35 @@ def test_package_is_self_contained_and_predicts_the_same(trained_models, tiny_wo
     assert Predictor.load(local).answers(images, questions) == Predictor.load(src).answers(images, questions)
 
 
+def test_a_trained_model_dir_says_what_it_is_and_plain_peft_loads_its_plain_adapter(trained_models):
+    """Issue 22.1 on a model the pipeline trained: the routing-none language adapter loads in bare peft with
+    the outputs of vlpeft's own load; the routed one is refused; both directories carry a model card."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from vlpeft.models import load_vl_model
+
+    plain, routed = trained_models["vqa_none"] / "best", trained_models["vqa_mul"] / "best"
+    assert "Predictor.load" in (plain / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in (plain / "lm_peft" / "README.md").read_text()
+    assert "refuses it" in (routed / "lm_peft" / "README.md").read_text()
+    backbone = read_meta(plain)["backbones"]["language"]["path"]
+    ids = torch.randint(5, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    bare = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(backbone, add_pooling_layer=False), str(plain / "lm_peft")
+    )
+    ours = load_vl_model(plain).lm
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bare.eval()(input_ids=ids)[0], ours.eval()(input_ids=ids)[0], rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match="VLPEFT-ONLY ADAPTER"):
+        PeftModel.from_pretrained(
+            AutoModel.from_pretrained(backbone, add_pooling_layer=False), str(routed / "lm_peft")
+        )
+
+
 def test_package_refuses_a_model_whose_backbone_is_gone(trained_models, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained_models["vqa_none"] / "best", model)
@@ -79,7 +110,9 @@ def test_headline_metrics_and_history_formats(trained_models, tmp_path):
     assert read_history(tsv) == [{"step": 0.0, "loss": 2.5}, {"step": 1.0, "loss": 1.5}]
 
 
-def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_world, tmp_path, monkeypatch):
+def test_register_review_promote_on_server(
+    mlflow_server, trained_models, tiny_world, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(tmp_path)
     name = f"vqa-{uuid.uuid4().hex[:6]}"
@@ -129,6 +162,16 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
     assert first.tags["data_version"] == "unknown" and "train_run_id" not in first.tags
     assert [m.step for m in client.get_metric_history(run.info.run_id, "history/train_loss")] == [1, 2]
 
+    # the same checkpoint again (a `dvc repro` after a review): no version 3, the CLI says so
+    capsys.readouterr()
+    code = main(["register", "--task", "vqa", "--model", str(trained_models["vqa_mul"] / "best"),
+                 "--metrics", str(trained_models["vqa_mul"] / "metrics.json"), "--name", name,
+                 "--out", str(out), "--set", "tracking.experiment=reg"])  # fmt: skip
+    assert code == 0 and read_json(out)["existing"] is True and read_json(out)["version"] == "2"
+    assert "already registered" in capsys.readouterr().out
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) == [1, 2]
+    assert first.tags["content_hash"] != second["content_hash"]
+
     # review: both versions' numbers, routing, curves, samples predicted by the registered pyfunc models
     review_dir = tmp_path / "review"
     args = ["registry", "review", "--model", name, "--out", str(review_dir), "--data", str(tiny_world)]
@@ -144,7 +187,7 @@ def test_register_review_promote_on_server(mlflow_server, trained_models, tiny_w
         for key in ("vqa_none", "vqa_mul"):
             test = read_json(trained_models[key] / "metrics.json")["test"]
             assert f"{test['overall']:.4g}" in text and f"{test['perAnswerType']['other']:.4g}" in text
-    assert "| routing | none | mul |" in md and "| perAnswerType.yes/no |" in md
+    assert "| routing | none | mul |" in md and "| perAnswerType/yes_no |" in md
     assert "history/" not in md  # curves are plots, not result rows
     assert "alt='train/loss'" in html  # v2's curves come from its training run
     assert "data:image/png;base64," in html and html.count("<img") >= 3 + 1  # samples + at least one curve
@@ -235,9 +278,85 @@ def test_review_of_a_single_version_and_captions(
     assert "nothing to compare" in paths["markdown"].read_text()
     with pytest.raises(Exception, match="vqa"):
         register_model("vqa", trained_models["caption"] / "best", metrics, name)
-    # an `evaluate caption` metrics file (no parameter counts): they are counted from the model itself
-    again = register_model(
-        "caption", trained_models["caption"] / "best", {"CIDEr": 12.5, "SPICE": None}, name
-    )
+    # the same checkpoint is not registered twice (content hash), whatever metrics come with it
+    same = register_model("caption", trained_models["caption"] / "best", {"CIDEr": 1.0}, name)
+    assert same.existing and same.version == v.version and same.tags["content_hash"] == v.tags["content_hash"]
+    # one trained number changed is another checkpoint; an `evaluate caption` metrics file (no parameter
+    # counts): they are counted from the model itself
+    changed = tmp_path / "changed"
+    shutil.copytree(trained_models["caption"] / "best", changed, ignore=shutil.ignore_patterns("trainer"))
+    adapter = changed / "lm_peft" / "adapter_model.safetensors"
+    weights = load_file(str(adapter))
+    first_key = sorted(weights)[0]
+    weights[first_key] = weights[first_key] + 1e-3
+    save_file(weights, str(adapter), metadata={"format": "pt"})
+    again = register_model("caption", changed, {"CIDEr": 12.5, "SPICE": None}, name)
+    assert not again.existing and again.version == "2"
     assert again.aliases == [CHALLENGER] and again.tags["metric.CIDEr"] == "12.5000"
     assert again.tags["params_trainable"] == str(metrics["model"]["trainable"])
+
+
+EVIL = """
+from pathlib import Path
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+Path({marker!r}).write_text("ran")  # what a writer of the registry could make every reviewer run
+
+
+class Evil(PythonModel):
+    def predict(self, context, model_input, params=None):
+        return ["pwned"] * len(model_input)
+
+
+mlflow.models.set_model(Evil())
+"""
+
+
+def test_registry_artifacts_are_data_never_code(
+    mlflow_server, trained_models, tiny_world, tmp_path, monkeypatch
+):
+    """Issue 24.4: a version stores no Python, and reading a version (predict, review) runs none of what a
+    version stores, even when it stores some (an old models-from-code version, or a tampered one)."""
+    import mlflow
+
+    from vlpeft.tracking.registry import load_registered
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    name = f"data-{uuid.uuid4().hex[:6]}"
+    src = trained_models["vqa_mul"] / "best"
+    clean = register_model("vqa", src, read_json(trained_models["vqa_mul"] / "metrics.json"), name,
+                           experiment="data")  # fmt: skip
+    files = mlflow.artifacts.download_artifacts(
+        f"models:/{name}/{clean.version}", dst_path=str(tmp_path / "dl")
+    )
+    stored = {p.relative_to(files).as_posix() for p in Path(files).rglob("*") if p.is_file()}
+    assert not [f for f in stored if f.endswith((".py", ".pyc", ".zip", ".pkl"))], stored
+    assert "vlpeft.tracking.pyfunc_model" in (tmp_path / "dl" / "MLmodel").read_text()  # loader by name
+
+    # A version whose stored code would run on load (the old format, or a registry writer's doing)
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil_model.py"
+    evil.write_text(EVIL.format(marker=str(marker)))
+    package = package_model(src, tmp_path / "pkg")
+    mlflow.set_tracking_uri(mlflow_server)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(evil),
+            artifacts={"model": str(package)},
+            pip_requirements=["mlflow"],
+        )
+    marker.unlink(missing_ok=True)  # logging a models-from-code model runs it once (MLflow), not our concern
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    version = client.create_model_version(name, info.model_uri, model_id=info.model_id)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)  # the review loads it too
+    images, questions, _ = _first_questions(tiny_world)
+    loaded = load_registered(f"models:/{name}/{version.version}")
+    assert loaded.predictor.answers(images, questions) == Predictor.load(src).answers(images, questions)
+    assert main(["registry", "review", "--model", name, "--out", str(tmp_path / "review"),
+                 "--data", str(tiny_world), "--samples", "1"]) == 0  # fmt: skip
+    assert not marker.exists()
+    mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")  # the trap is real: MLflow's loader runs it
+    assert marker.read_text() == "ran"

@@ -215,13 +215,21 @@ def test_register_twice_pyfunc_review_promote(mt_run, sqlite_store, tmp_path, mo
     assert reg_run.data.metrics["average"] == pytest.approx(test["average"])
     assert len(client.get_metric_history(v1.run_id, "history/val_average")) == 1  # the one epoch's curve
 
-    # v2: the same model with other test figures (another run's, as far as the registry can tell)
+    # the same checkpoint again: no new version (content hash)
+    assert main(["register", "--task", "multitask", "--runs", str(runs), "--name", name]) == 0
+    assert "already registered" in capsys.readouterr().out
+
+    # v2: the same weights in another package (a file added, so another content hash) with other test
+    # figures: another checkpoint as far as the registry can tell
+    retrained = tmp_path / "retrained"
+    shutil.copytree(run / "last", retrained, ignore=shutil.ignore_patterns("trainer"))
+    (retrained / "NOTES.txt").write_text("same weights, registered as another checkpoint by the test\n")
     other = json.loads(json.dumps(metrics))
     for task in TASKS:
         other["test"][task]["score"] += 1.0 + TASKS.index(task)
     other["test"]["average"] += 2.5
     (tmp_path / "other.json").write_text(json.dumps(other))
-    args = ["register", "--task", "multitask", "--model", str(run / "last"), "--name", name,
+    args = ["register", "--task", "multitask", "--model", str(retrained), "--name", name,
             "--metrics", str(tmp_path / "other.json"), "--history", str(run / "curves.json")]  # fmt: skip
     assert main(args) == 0
     assert "version 2 (aliases: challenger)" in capsys.readouterr().out
@@ -233,7 +241,10 @@ def test_register_twice_pyfunc_review_promote(mt_run, sqlite_store, tmp_path, mo
     # what the test evaluation decodes from the feature store (same prefixes, lengths, beams, image pairs)
     mlflow.set_tracking_uri(sqlite_store)
     mlflow.set_registry_uri(sqlite_store)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
+    # the rows name local image files: only a process that asks for it reads paths (a server never does)
+    pyfunc = mlflow.pyfunc.load_model(
+        f"models:/{name}@{CHALLENGER}", model_config={"allow_local_paths": True}
+    )
     frame, want = _test_rows(mt_run)
     got = pyfunc.predict(frame)
     assert list(got.columns) == ["output"] and list(got["output"]) == want
@@ -251,7 +262,8 @@ def test_register_twice_pyfunc_review_promote(mt_run, sqlite_store, tmp_path, mo
                  "--samples", "2"]) == 0  # fmt: skip
     if os.environ.get("VLPEFT_KEEP_REVIEW"):  # to look at the report by hand
         shutil.copytree(review_dir, os.environ["VLPEFT_KEEP_REVIEW"], dirs_exist_ok=True)
-    assert "Challenger is better on average" in capsys.readouterr().out
+    verdict = capsys.readouterr().out
+    assert "Challenger scores higher on average" in verdict and "not evidence" in verdict  # single seeds
     html, md = (review_dir / "review.html").read_text(), (review_dir / "review.md").read_text()
     record = read_json(review_dir / "review.json")
     assert [s["label"] for s in record["sides"]] == ["champion v1", "challenger v2"]

@@ -87,14 +87,86 @@ def test_resaving_a_frozen_model_keeps_trained_layernorms(tmp_path):
     )
 
 
-def test_plain_peft_load_would_lose_routing_so_load_peft_is_required(tmp_path):
-    """Documents pitfall 1 of env-notes §2: peft alone reloads a routed adapter as plain LoRA."""
-    model = apply_peft(tiny_roberta(), PeftConfig(rank=4, routing="vl"), "roberta")
+PLAIN_PEFT_CASES = [
+    ("roberta", tiny_roberta, PeftConfig(method="lora", rank=4, routing="none")),
+    ("roberta", tiny_roberta, PeftConfig(method="lora", rank=4, routing="none", bias="all")),
+    ("roberta", tiny_roberta, PeftConfig(method="lora", rank=4, routing="none", layernorm_scope="all")),
+    ("gpt2", tiny_gpt2, PeftConfig(method="lora", rank=4, routing="none", fused_qkv="all")),
+]
+
+
+@pytest.mark.parametrize("family,build,cfg", PLAIN_PEFT_CASES)
+def test_plain_peft_loads_a_routing_none_adapter_with_identical_outputs(tmp_path, family, build, cfg):
+    """Issue 22.1: bare ``peft.PeftModel.from_pretrained`` (no vlpeft code involved) gives the trained model's
+    outputs exactly, trained LayerNorms included (peft's ``modules_to_save``)."""
+    model = apply_peft(build(seed=0), cfg, family)
+    _perturb_trainables(model)
+    model.eval()
+    want = _out(model)
     save_peft(model, tmp_path / "peft")
-    bare = PeftModel.from_pretrained(tiny_roberta(), str(tmp_path / "peft"))
-    assert not any(isinstance(m, RoutedLoraLinear) for m in bare.modules())
-    ours = load_peft(tiny_roberta(), tmp_path / "peft")
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["task_type"] is None and config["modules_to_save"]
+    assert not (tmp_path / "peft" / "extra_trainable.safetensors").exists()
+    bare = PeftModel.from_pretrained(build(seed=0), str(tmp_path / "peft")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bare(input_ids=IDS)[0], want, rtol=0, atol=0)
+    untrained_norms = PeftModel.from_pretrained(build(seed=0), str(tmp_path / "peft")).eval()
+    for module in untrained_norms.modules():  # the LayerNorms matter: without them the outputs differ
+        if hasattr(module, "original_module"):  # peft's ModulesToSaveWrapper: back to the frozen LayerNorm
+            module.enable_adapters(False)
+    with torch.no_grad():
+        assert not torch.equal(untrained_norms(input_ids=IDS)[0], want)
+    card = (tmp_path / "peft" / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "routing `none`" in card
+
+
+VLPEFT_ONLY_CASES = [
+    ("roberta", tiny_roberta, PeftConfig(method="lora", rank=4, routing="vl"), "routing=vl"),
+    ("gpt2", tiny_gpt2, PeftConfig(method="lora", rank=4, routing="mul"), "routing=mul"),
+    ("gpt2", tiny_gpt2, PeftConfig(method="lora", rank=4, routing="none", fused_qkv="qv"), "fused QKV"),
+]
+
+
+@pytest.mark.parametrize("family,build,cfg,why", VLPEFT_ONLY_CASES, ids=lambda c: getattr(c, "routing", None))
+def test_plain_peft_refuses_a_vlpeft_only_adapter_naming_vlpeft(tmp_path, family, build, cfg, why):
+    """A routed (or sliced) adapter never loads in bare peft as plain LoRA: peft refuses it with our sentence;
+    ``load_peft`` (the one-liner the message and the card give) loads it exactly."""
+    model = apply_peft(build(seed=0), cfg, family)
+    _perturb_trainables(model)
+    model.eval()
+    want = _out(model)
+    save_peft(model, tmp_path / "peft")
+    with pytest.raises(ValueError, match="VLPEFT-ONLY ADAPTER") as err:
+        PeftModel.from_pretrained(build(seed=0), str(tmp_path / "peft"))
+    assert why in str(err.value) and "from vlpeft.tuners import load_peft" in str(err.value)
+    card = (tmp_path / "peft" / "README.md").read_text()
+    assert "refuses it" in card and "load_peft(base_model, adapter_dir)" in card
+    ours = load_peft(build(seed=0), tmp_path / "peft").eval()
     assert any(isinstance(m, RoutedLoraLinear) for m in ours.modules())
+    torch.testing.assert_close(_out(ours), want, rtol=0, atol=0)
+
+
+def test_plain_peft_refuses_every_adapter_of_a_per_task_save(tmp_path):
+    cfg = PeftConfig(method="lora", rank=4, routing="none", sharing="per_task", tasks=["vqa", "caption"])
+    save_peft(apply_peft(tiny_roberta(), cfg, "roberta"), tmp_path / "peft")
+    for task in ("vqa", "caption"):
+        with pytest.raises(ValueError, match=r"VLPEFT-ONLY ADAPTER.*per task"):
+            PeftModel.from_pretrained(tiny_roberta(), str(tmp_path / "peft" / task))
+
+
+@pytest.mark.parametrize("routing", ["none", "vl"])
+def test_adapters_saved_before_modules_to_save_still_load(routing):
+    """``fixtures/v1_lora_*``: saved by vlpeft at 41b0626 (LayerNorms in extra_trainable.safetensors, no
+    marker) with the outputs that code computed; they load in today's vlpeft with the same outputs."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = load_file(str(fixtures / f"v1_lora_{routing}_expected.safetensors"))
+    loaded = load_peft(tiny_roberta(seed=0), fixtures / f"v1_lora_{routing}").eval()
+    with visual_context(expected["x_v"]), torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=expected["ids"])[0], expected["out"], rtol=0, atol=0)
 
 
 def test_missing_or_foreign_settings_are_data_errors(tmp_path):

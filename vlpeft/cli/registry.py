@@ -79,6 +79,12 @@ def register(
         typer.echo(f"tracking.enabled is false: {record['name']} not registered")
         return
     aliases = ", ".join(record["aliases"])
+    if record.get("existing"):  # the same checkpoint (content hash): no new version
+        typer.echo(
+            f"already registered: {record['name']} version {record['version']} has this checkpoint "
+            f"(content hash {str(record.get('content_hash'))[:12]}); no new version (aliases: {aliases})"
+        )
+        return
     typer.echo(f"registered {record['name']} version {record['version']} (aliases: {aliases})")
 
 

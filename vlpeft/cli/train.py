@@ -83,10 +83,21 @@ def train(
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
 
 
+def _model_ref(value: str) -> str:
+    """``--model``: a model directory (checked before torch is imported) or a registry URI (models:/...)."""
+    if value.startswith(("models:/", "runs:/")) or Path(value).is_dir():
+        return value
+    raise typer.BadParameter(f"directory '{value}' does not exist (nor is it models:/<name>@<alias>)")
+
+
 @app.command("predict")
 def predict(
     model: Annotated[
-        Path, typer.Option(exists=True, file_okay=False, help="a trained model dir (out/best or out/last)")
+        str,
+        typer.Option(
+            callback=lambda v: _model_ref(v),
+            help="a trained model dir (out/best or out/last) or models:/<name>@<alias>",
+        ),
     ],
     image: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="image file")],
     question: Annotated[str | None, typer.Option(help="question (VQA, GQA) or statement (NLVR2)")] = None,
@@ -97,11 +108,18 @@ def predict(
 ) -> None:
     """Answer a question about an image (VQA model), caption it (caption model), or run one task of a
     multi-task model (``--task``; NLVR2 prints true/false for the pair); prints the text."""
-    from vlpeft.data.images import load_image
     from vlpeft.errors import ConfigError
+
+    registered = model.startswith(("models:/", "runs:/"))
+    from vlpeft.data.images import load_image
     from vlpeft.train.predict import Predictor
 
-    predictor = Predictor.load(model)
+    if registered:  # read as data by the installed vlpeft, never run
+        from vlpeft.tracking.registry import load_registered
+
+        predictor = load_registered(model).predictor
+    else:
+        predictor = Predictor.load(Path(model))
     img = load_image(image)
     if predictor.task == "generative":
         if task is None:

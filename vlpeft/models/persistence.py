@@ -6,6 +6,7 @@ Directory written by ``save_vl_model`` (replaced atomically; backbones are refer
                              "peft": PeftConfig, "n_answers", "vision_pooling", "vision_attached",
                              "backbones": {"language": {"path", "resolved"}, "vision": {"path", "resolved"}},
                              "trainable": [names of the VL-model parameters that were trainable]}
+    README.md               model card: what this is, its files, how to load it (``vlpeft.models.card``)
     lm_peft/                the language tower: ``vlpeft.tuners.save_peft`` (peft's adapter_config.json +
                             adapter_model.safetensors for LoRA, our adapter weights, routing settings)
     model.safetensors       every other trainable parameter (VQA head, projection, vision tower when trained),
@@ -28,11 +29,13 @@ from vlpeft.config import ModelConfig, PeftConfig
 from vlpeft.errors import DataError
 from vlpeft.io import atomic_dir, read_json, refuse_pickles, save_tensors, write_json
 from vlpeft.models.base import VLModel
+from vlpeft.models.card import model_card
 from vlpeft.tasks import FAMILY_BACKBONE
 
 MODEL_FILE = "vlpeft_model.json"
 WEIGHTS_FILE = "model.safetensors"
 LM_DIR = "lm_peft"
+CARD_FILE = "README.md"
 FORMAT = "vlpeft-model"
 
 
@@ -82,6 +85,7 @@ def save_vl_model(model: VLModel, out_dir: str | Path) -> Path:
         save_peft(model.lm, tmp / LM_DIR)
         save_tensors(own, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})  # a failed write names the file
         write_json(tmp / MODEL_FILE, meta)
+        (tmp / CARD_FILE).write_text(model_card(meta))
     return out_dir
 
 

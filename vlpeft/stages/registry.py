@@ -107,12 +107,17 @@ def register(
     by_files = model is not None or metrics is not None
     if [run is not None, runs is not None, by_files].count(True) > 1:
         raise ConfigError("register: pass one of --run, --runs, or --model and --metrics")
+    spread = None
     if run is not None or runs is not None:
         run = Path(run) if run is not None else selected_run(params, task, runs)
         if not (run / "metrics.json").is_file():
             raise DataError(f"{run}: not a finished train run (no metrics.json)")
         model, metrics = test_model_dir(run), run / "metrics.json"
         history = run / "curves.json" if (run / "curves.json").is_file() else None
+        from vlpeft.tasks import get_task
+        from vlpeft.tracking.registry import seed_tags
+
+        spread = seed_tags(get_task(task), run)  # the variant's other seeds beside it: the verdict's noise
     if model is None or metrics is None:
         raise ConfigError("register: pass --model and --metrics (or --runs)")
     if not params.tracking.enabled:
@@ -135,9 +140,11 @@ def register(
             name,
             experiment=params.tracking.experiment,
             history=read_history(history) if history else None,
+            spread=spread,
         )
     record = {"name": result.name, "version": result.version, "aliases": result.aliases,
-              "run_id": result.run_id, "source": result.source, "registered": True}  # fmt: skip
+              "run_id": result.run_id, "source": result.source, "registered": True,
+              "existing": result.existing, "content_hash": result.tags.get("content_hash")}  # fmt: skip
     if out:
         write_json(out, record)
     return record

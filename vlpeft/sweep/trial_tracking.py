@@ -33,6 +33,7 @@ def trial_tracker(spec: WorkerSpec, trial: Any, params: Params, values: dict[str
         return
     from vlpeft.config import params_to_dict
     from vlpeft.tracking.mlflow import MlflowTracker
+    from vlpeft.tracking.names import stage_params
 
     tags = {
         "optuna.study_name": spec.study_name,
@@ -43,7 +44,7 @@ def trial_tracker(spec: WorkerSpec, trial: Any, params: Params, values: dict[str
     }
     tracker = MlflowTracker(
         f"sweep@{spec.task}",
-        config=params_to_dict(params),
+        config=stage_params(params_to_dict(params), f"sweep@{spec.task}"),
         experiment=spec.mlflow_experiment,
         uri=spec.mlflow_uri,
         run_name=f"{spec.study_name}-trial-{trial.number}",
@@ -120,6 +121,7 @@ def open_parent_run(params: Params, task: str, study: Any, storage: str, uri: st
     """
     from vlpeft.config import params_to_dict
     from vlpeft.tracking.mlflow import MlflowTracker
+    from vlpeft.tracking.names import stage_params
 
     study_name = study.study_name
     known = study.user_attrs.get(PARENT_ATTR)
@@ -128,7 +130,7 @@ def open_parent_run(params: Params, task: str, study: Any, storage: str, uri: st
 
     tracker = MlflowTracker(
         f"sweep@{task}",
-        config=params_to_dict(params),
+        config=stage_params(params_to_dict(params), f"sweep@{task}"),
         experiment=params.tracking.experiment,
         uri=uri,
         run_name=study_name,

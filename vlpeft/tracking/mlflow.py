@@ -19,6 +19,8 @@ from typing import Any
 from vlpeft.errors import TrackingError
 from vlpeft.io import is_disk_full
 from vlpeft.redact import redact, redact_text, redacted_output
+from vlpeft.tracking.names import metric_key
+from vlpeft.tracking.names import run_name as unique_run_name
 from vlpeft.tracking.preflight import (
     call_timeout,
     check_tracking,
@@ -103,7 +105,7 @@ class MlflowTracker:
         self.config = config
         self.experiment = experiment
         self.uri = uri or tracking_uri(cwd or ".")
-        self.run_name = run_name or stage
+        self.run_name = unique_run_name(stage, run_name)
         self.local_log = Path(local_log) if local_log else None
         self.parent_run_id = parent_run_id
         self.extra_tags = dict(tags or {})
@@ -160,10 +162,11 @@ class MlflowTracker:
             self._remote(lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log scalar metrics at ``step`` (0 when None); keys are made MLflow-safe (``yes/no`` is fine)."""
+        """Log scalar metrics at ``step`` (0 when None); keys in the ``group/name`` scheme (``metric_key``:
+        ``test.perAnswerType.yes/no`` is logged as ``test/perAnswerType/yes_no``), MLflow-safe."""
         from mlflow.entities import Metric
 
-        values = {clean_key(k): float(v) for k, v in metrics.items()}
+        values = {clean_key(metric_key(k)): float(v) for k, v in metrics.items()}
         self._local("metrics", values, step=step)
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, int(step or 0)) for k, v in values.items()]

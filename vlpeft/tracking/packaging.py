@@ -54,17 +54,6 @@ def _looks_local(ref: dict[str, Any]) -> bool:
     return bool(ref.get("resolved")) or path.startswith(("/", ".", "~")) or Path(path).suffix != ""
 
 
-def zip_source(package: Path, dest: Path) -> Path:
-    """``dest`` = a zip of the Python package at ``package`` (importable from ``sys.path``), no caches."""
-    import zipfile
-
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(package.rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
-                zf.write(f, f.relative_to(package.parent).as_posix())
-    return dest
-
-
 def package_model(model_dir: str | Path, dest: str | Path) -> Path:
     """Copy ``model_dir`` and every local backbone it references into ``dest`` (see module docstring).
 
@@ -103,6 +92,44 @@ def package_model(model_dir: str | Path, dest: str | Path) -> Path:
     info = {"format": PACKAGE_FORMAT, "task": meta["task"], "model_dir": "model", "backbones": copied}
     (dest / PACKAGE_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return dest
+
+
+def content_hash(package_dir: str | Path) -> str:
+    """sha256 over every file of a package (relative path and bytes, sorted): the identity of a checkpoint.
+
+    The backbones' original locations (``source`` in the model description) are left out: the same weights
+    packaged from another checkout or pod are the same model.
+    """
+    import hashlib
+
+    package_dir = Path(package_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(package_dir).as_posix()
+        data = path.read_bytes()
+        if path.name == MODEL_FILE:
+            meta = json.loads(data)
+            for ref in (meta.get("backbones") or {}).values():
+                if isinstance(ref, dict):
+                    ref.pop("source", None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def find_package(root: str | Path) -> Path:
+    """The model package inside a downloaded model version: ``data/<name>`` (registered with
+    ``loader_module``) or ``artifacts/model`` (versions logged as models from code). Read as data only."""
+    root = Path(root)
+    candidates = sorted(root.glob(f"data/*/{PACKAGE_FILE}")) + sorted(
+        root.glob(f"artifacts/*/{PACKAGE_FILE}")
+    )
+    if (root / PACKAGE_FILE).is_file():
+        candidates.insert(0, root / PACKAGE_FILE)
+    if not candidates:
+        raise DataError(f"{root}: no vlpeft model package ({PACKAGE_FILE}) in this model")
+    return candidates[0].parent
 
 
 def localize_package(package_dir: str | Path, workdir: str | Path | None = None) -> Path:

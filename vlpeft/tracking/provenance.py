@@ -75,12 +75,14 @@ def stage_dep_hashes(stage: str, lock_path: str | Path = "dvc.lock") -> dict[str
 
     A dep that is an output of another stage takes that stage's recorded output hash: upstream stages have
     already run (and rewritten their lock entries) when this stage starts, whereas this stage's own entry
-    is still the one from its previous run. Code deps are left out; the git commit versions code.
+    is still the one from its previous run. On a stage's first run it has no entry yet: its deps are read
+    from ``dvc.yaml`` (DVC's own stage loader) and take their producers' hashes. Code deps are left out; the
+    git commit versions code.
     """
     stages = read_lock(lock_path)
     own = stages.get(stage)
     if not isinstance(own, dict):
-        return {}
+        own = {"deps": [{"path": p} for p in yaml_deps(stage, Path(lock_path).parent)]}
     produced: dict[str, str] = {}
     for name, entry in stages.items():
         if name == stage or not isinstance(entry, dict):
@@ -97,6 +99,21 @@ def stage_dep_hashes(stage: str, lock_path: str | Path = "dvc.lock") -> dict[str
         if value:
             hashes[path] = value
     return hashes
+
+
+def yaml_deps(stage: str, root: str | Path) -> list[str]:
+    """The dep paths ``dvc.yaml`` in ``root`` declares for ``stage`` (foreach/matrix resolved by DVC); empty
+    when there is no such project or stage."""
+    if not (Path(root) / "dvc.yaml").is_file():
+        return []
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            found = repo.stage.collect(stage)
+    except Exception:  # not a DVC project here, or no such stage: no data version to give
+        return []
+    return [str(dep.def_path) for st in found for dep in st.deps]
 
 
 def producing_stage(path: str | Path, lock_path: str | Path = "dvc.lock") -> str | None:

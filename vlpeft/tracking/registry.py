@@ -4,9 +4,18 @@ A registered version carries tags ``task``, ``tasks`` (what the model was traine
 multi-task model's tasks), ``method``, ``sharing``, ``routing``, ``rank``, ``metric.<name>`` (the task's
 ``tag_metrics``, ``vlpeft.tasks``), ``params_trainable``, ``data_version`` (DVC hash, or on Kubeflow a digest
 of the input artifact URIs, with ``kfp_run_id``, ``kfp_task``, ``image`` and ``kfp_input_*`` tags),
-``code_version`` (git commit) and ``run_id``; aliases are ``challenger`` (the newest registration) and
+``code_version`` (git commit), ``run_id`` and ``content_hash`` (sha256 of the model package:
+``vlpeft.tracking.packaging.content_hash``); aliases are ``challenger`` (the newest registration) and
 ``champion`` (the one in use; set on the first registration, then only by ``promote``). Stages are not used
 (deprecated since MLflow 2.9).
+
+One version per distinct checkpoint: registering a model whose package has the content hash of an existing
+version of the same registered model creates no version (and no run); that version becomes the challenger
+again and is returned with ``existing=True`` (a ``dvc repro`` after a review re-registers nothing).
+
+A version stores data only (the package) and names its loader, ``vlpeft.tracking.pyfunc_model``, which is
+imported from the installed vlpeft: registry write access never means code execution
+(``load_registered`` reads a version as files; see ``vlpeft.tracking.pyfunc_model``).
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from vlpeft.tracking.provenance import UNKNOWN, git_commit, git_dirty, provenanc
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+LOADER_MODULE = "vlpeft.tracking.pyfunc_model"
+HASH_TAG = "content_hash"
 HISTORY = "history/"  # registration-run metrics holding the training history (curves), not results
 
 
@@ -39,6 +49,7 @@ class VersionInfo:
     source: str
     tags: dict[str, str] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)
+    existing: bool = False  # register_model: the checkpoint was already this version (nothing new created)
 
 
 def pip_requirements() -> list[str]:
@@ -141,22 +152,83 @@ def version_by_alias(name: str, alias: str, uri: str | None = None) -> VersionIn
     return _version_info(client, mv)
 
 
-def _stage_files(model_dir: Path, staging: Path) -> tuple[Path, Path]:
-    """The model package and a zip of the vlpeft source (one file: uploads through a server are per file)."""
-    import vlpeft
-    from vlpeft.tracking.packaging import package_model, zip_source
-
-    package = package_model(model_dir, staging / "package")
-    return package, zip_source(Path(vlpeft.__file__).parent, staging / "vlpeft_src.zip")
-
-
 def _signature(spec: PyfuncSpec) -> Any:
-    """The pyfunc's input and output columns (all text: images travel as base64 or paths)."""
+    """The pyfunc's input and output columns (all text: images travel as base64)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     inputs = [ColSpec("string", c, required=c not in spec.optional) for c in spec.inputs]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", spec.output)]))
+
+
+def example_image_b64(size: int = 32) -> str:
+    """A small PNG (a red square on grey), base64: the image of every logged input example."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (size, size), (128, 128, 128))
+    image.paste((200, 30, 30), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def input_example(spec: PyfuncSpec, task: str) -> Any:
+    """A one-row request of the pyfunc's columns (logged with each model: MLflow shows it and checks that the
+    model answers it). ``task`` is the example's task column for multi-task models."""
+    import pandas as pd
+
+    values = {
+        "task": task,
+        "image": example_image_b64(),
+        "image2": "",
+        "question": "what color is the square?",
+    }
+    return pd.DataFrame({c: [values.get(c, "")] for c in spec.inputs})
+
+
+def seed_tags(spec: TaskSpec, run: str | Path) -> dict[str, str]:
+    """Version tags on the seed-to-seed spread of ``run``'s variant: ``seeds`` (how many finished runs of the
+    same task, variant and learning rate lie beside it, itself included) and, with two or more, the mean and
+    standard deviation (ddof 1) over them of each tag metric (``metric_mean.<key>``, ``metric_std.<key>``).
+
+    Runs are recognised by their ``metrics.json`` (``task``, ``variant``, ``train.lr``), as ``selected_run``
+    does. The review's verdict weighs differences against this spread.
+    """
+    import statistics
+
+    from vlpeft.io import read_json
+
+    run = Path(run)
+    mine = read_json(run / "metrics.json", "train metrics")
+    key = (mine.get("task"), mine.get("variant"), (mine.get("train") or {}).get("lr"))
+    values: list[dict[str, float]] = []
+    for path in sorted(run.parent.glob("*/metrics.json")):
+        other = read_json(path, "train metrics")
+        if (other.get("task"), other.get("variant"), (other.get("train") or {}).get("lr")) == key:
+            values.append(headline_metrics(other))
+    tags = {"seeds": str(len(values))}
+    if len(values) >= 2:
+        for name in tag_metrics(spec, values[0]):
+            metric = name[len("metric.") :]
+            series = [v[metric] for v in values if metric in v]
+            if len(series) == len(values):
+                tags[f"metric_mean.{metric}"] = f"{statistics.fmean(series):.4f}"
+                tags[f"metric_std.{metric}"] = f"{statistics.stdev(series):.4f}"
+    return tags
+
+
+def existing_version(client: Any, name: str, digest: str) -> Any | None:
+    """The oldest version of ``name`` tagged with content hash ``digest``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.{HASH_TAG} = '{digest}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
 def tag_metrics(spec: TaskSpec, flat: dict[str, float]) -> dict[str, str]:
@@ -177,18 +249,18 @@ def register_model(
     data_hash: str | None = None,
     train_run_id: str | None = None,
     param_report: dict[str, Any] | None = None,
+    spread: dict[str, str] | None = None,
 ) -> VersionInfo:
     """Log ``model_dir`` as a pyfunc model in a ``register@<task>`` run and register it as ``name``.
 
-    The new version gets alias ``challenger``, and ``champion`` too when the model has no champion yet.
+    The new version gets alias ``challenger``, and ``champion`` too when the model has no champion yet. A
+    checkpoint already registered under ``name`` (same content hash) is not registered again: its version is
+    returned with ``existing=True`` and becomes the challenger.
     ``metrics`` (a metrics JSON) go to the run and, for the headline ones, to version tags; ``history`` (a
     list of per-epoch/step records) is logged as ``history/<name>`` metrics so the review can draw curves.
+    ``spread`` (``seed_tags``) says how many seeds the variant has and their spread (default: one seed).
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from vlpeft.tracking.mlflow import MlflowTracker
-    from vlpeft.tracking.packaging import read_meta
+    from vlpeft.tracking.packaging import content_hash, package_model, read_meta
 
     spec = get_task(task)
     if spec.pyfunc is None:
@@ -237,9 +309,48 @@ def register_model(
         tags["train_stage"] = train_stage
     tags |= source.version_tags()
     tags |= tag_metrics(spec, flat)
+    tags |= spread or {"seeds": "1"}
 
+    with tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
+        package = package_model(model_dir, Path(tmp) / "package")
+        tags[HASH_TAG] = content_hash(package)
+        found = existing_version(client, name, tags[HASH_TAG])
+        if found is not None:  # the same checkpoint: no new version, no run; it is the challenger again
+            for key, value in (spread or {}).items():  # more seeds may have been trained since
+                client.set_model_version_tag(name, str(found.version), key, value)
+            client.set_registered_model_alias(name, CHALLENGER, str(found.version))
+            result = _version_info(client, client.get_model_version(name, str(found.version)))
+            result.aliases, result.existing = aliases_of(name, result.version, uri), True
+            return result
+        return _log_and_register(
+            task, spec, name, package, meta, peft, flat, metrics, history, tags, client, experiment, uri
+        )
+
+
+def _log_and_register(
+    task: str,
+    spec: TaskSpec,
+    name: str,
+    package: Path,
+    meta: dict[str, Any],
+    peft: dict[str, Any],
+    flat: dict[str, float],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]] | None,
+    tags: dict[str, str],
+    client: Any,
+    experiment: str,
+    uri: str,
+) -> VersionInfo:
+    """The ``register@<task>`` run that logs ``package`` as a pyfunc, and the new version of ``name``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from vlpeft.tracking.mlflow import MlflowTracker
+
+    assert spec.pyfunc is not None  # checked by register_model
     tracker = MlflowTracker(f"register@{task}", experiment=experiment, uri=uri, tags=tags)
-    with tracker, tempfile.TemporaryDirectory(prefix="vlpeft-register-") as tmp:
+    with tracker:
         tracker.log_params({"model": meta.get("model", {}), "peft": peft, "task": task})
         tracker.log_metrics(flat)
         tracker.log_text(json.dumps(metrics, indent=2), "metrics.json")
@@ -249,17 +360,19 @@ def register_model(
                 f"{HISTORY}{k}": v for k, v in numeric_metrics(record).items() if k not in ("step", "epoch")
             }
             tracker.log_metrics(values, step=step)
-        package, code = _stage_files(model_dir, Path(tmp))
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         try:
             with mlflow.start_run(run_id=tracker.run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=str(PYFUNC_FILE),
-                    artifacts={"model": str(package), "code": str(code)},
+                    loader_module=LOADER_MODULE,  # imported from the installed vlpeft, never stored
+                    data_path=str(package),
+                    # declared so that a local process may override it at load time (never a request)
+                    model_config={"allow_local_paths": False},
                     pip_requirements=pip_requirements(),
                     signature=_signature(spec.pyfunc),
+                    input_example=input_example(spec.pyfunc, (peft.get("tasks") or ["vqa"])[0]),
                 )
             mv = client.create_model_version(
                 name=_ensure_registered(client, name, task), source=info.model_uri, run_id=tracker.run_id,
@@ -374,3 +487,25 @@ def _number(text: Any) -> Any:
         return float(text)
     except (TypeError, ValueError):
         return text
+
+
+def load_registered(model_uri: str, uri: str | None = None, allow_local_paths: bool = False) -> Any:
+    """The pyfunc (``VlpeftPyfunc``) of a registered version or logged model, e.g. ``models:/x@champion``.
+
+    The version's files are downloaded and read as data with the installed vlpeft: nothing stored with the
+    version is imported or executed (versions logged as models from code keep their package under
+    ``artifacts/model``, which is read the same way). ``TrackingError`` for an unknown URI.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from vlpeft.tracking.packaging import find_package
+    from vlpeft.tracking.pyfunc_model import VlpeftPyfunc
+
+    _, uri = _client(uri)
+    with tempfile.TemporaryDirectory(prefix="vlpeft-registered-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp, tracking_uri=uri)
+        except MlflowException as exc:
+            raise TrackingError(f"{model_uri}: not found at tracking URI {uri} ({exc.message})") from None
+        return VlpeftPyfunc(find_package(local), allow_local_paths=allow_local_paths)

@@ -15,7 +15,7 @@ from vlpeft.io import write_json, write_text
 from vlpeft.tasks import TASKS
 from vlpeft.tracking.review import Review, Sample, Side
 
-ANSWER_TYPES = ("overall", "perAnswerType.")
+ANSWER_TYPES = ("overall", "perAnswerType/")
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 MAX_CURVES = 12
 TEXT_LABEL = {"nlvr": "statement"}  # what a sample's text is (default: a question)
@@ -27,7 +27,7 @@ def _by_kind(keys: set[str], prefix: str = "") -> list[tuple[str, list[str]]]:
     name = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
     answer = sorted((n for n in name if n.startswith(ANSWER_TYPES)), key=lambda n: (n != "overall", n))
     caption = [n for n in CAPTION_METRICS if n in name]
-    qtype = sorted(n for n in name if n.startswith("perQuestionType."))
+    qtype = sorted(n for n in name if n.startswith("perQuestionType/"))
     other = sorted(set(name) - set(answer) - set(caption) - set(qtype))
     label = f"{prefix[:-1]}: " if prefix else ""
     groups = [
@@ -48,13 +48,13 @@ def metric_groups(keys: set[str], review: Review | None = None) -> list[tuple[st
     spec = TASKS.get(review.task) if review is not None else None
     if spec is None or spec.per_task_metric is None:
         return _by_kind(keys)
-    scores = [k for k in (f"{t}.{spec.per_task_metric}" for t in review.tasks) if k in keys]
+    scores = [k for k in (f"{t}/{spec.per_task_metric}" for t in review.tasks) if k in keys]
     scores += [spec.test_metric] if spec.test_metric in keys else []
     groups = [("Per task and average (test)", scores)] if scores else []
     rest = keys - set(scores)
     for task in review.tasks:
-        mine = {k for k in rest if k.startswith(f"{task}.")}
-        groups += _by_kind(mine, f"{task}.")
+        mine = {k for k in rest if k.startswith(f"{task}/")}
+        groups += _by_kind(mine, f"{task}/")
         rest -= mine
     return groups + _by_kind(rest)
 
@@ -94,9 +94,23 @@ def _params(tags: dict[str, str]) -> str:
     return f"{int(float(trainable)):,}" + (f" ({float(percent):.3g} %)" if percent else "")
 
 
+def _spread(side: Side, key: str) -> tuple[int, float | None]:
+    """(seeds, std of ``key`` over them) from a version's tags (``registry.seed_tags``); (1, None) unknown."""
+    tags = side.version.tags
+    seeds = int(tags.get("seeds", "1") or 1)
+    std = tags.get(f"metric_std.{key}")
+    return seeds, (float(std) if std is not None and seeds >= 2 else None)
+
+
 def verdict(review: Review) -> str:
-    """One sentence on the primary metric: the task's ``test_metric`` (VQA overall accuracy, CIDEr, the
-    multi-task average)."""
+    """One sentence on the primary metric (the task's ``test_metric``: VQA overall accuracy, CIDEr, the
+    multi-task average) that never calls noise a win.
+
+    The challenger is called better (or worse) only when both versions carry a seed spread (``seeds`` >= 2,
+    ``metric_std.<key>`` tags: the standard deviation over the seeds of each version's variant) and the
+    difference exceeds the combined spread ``sqrt(std_champion² + std_challenger²)``; within it, "no clear
+    difference". Without a spread (single-seed runs) the sentence says the difference is not evidence.
+    """
     spec = TASKS.get(review.task)
     key = spec.test_metric if spec is not None else ""
     if len(review.sides) < 2:
@@ -104,9 +118,21 @@ def verdict(review: Review) -> str:
     delta = _delta(review.sides, key)
     if delta is None:
         return f"Primary metric {key!r} is missing on one side; compare the tables."
-    word = "better" if delta > 0 else "worse" if delta < 0 else "equal"
     new, old = _fmt(review.sides[1].metrics[key]), _fmt(review.sides[0].metrics[key])
-    return f"Challenger is {word} on {key}: {new} vs {old} ({delta:+.4g})."
+    (n_old, s_old), (n_new, s_new) = _spread(review.sides[0], key), _spread(review.sides[1], key)
+    figures = f"{new} vs {old} ({delta:+.4g})"
+    if s_old is None or s_new is None:
+        higher = "higher" if delta > 0 else "lower" if delta < 0 else "the same"
+        return (
+            f"Challenger scores {higher} on {key}: {figures}, from single-seed runs: no seed spread is "
+            "known, so this difference is not evidence either way (train the variant with several seeds)."
+        )
+    noise = (s_old**2 + s_new**2) ** 0.5
+    seeds = f"seed spread ±{noise:.3g}, {n_new} vs {n_old} seeds"
+    if abs(delta) <= noise:
+        return f"No clear difference on {key}: {figures} is within the {seeds}."
+    word = "better" if delta > 0 else "worse"
+    return f"Challenger is {word} on {key}: {figures}, beyond the {seeds}."
 
 
 def _png(fig: Any) -> str:

@@ -2,8 +2,9 @@
 
 Numbers come from MLflow (each version's registration run: metrics, tags; training curves from the metric
 history of the training run named by the ``train_run_id`` tag, else of the registration run). Sample answers
-and captions come from loading both registered versions as pyfunc models and running them on a few test
-images, so the review also proves that what is registered loads and predicts.
+and captions come from loading both registered versions (as data, with the installed vlpeft:
+``load_registered``) and running them on a few test images, so the review also proves that what is
+registered loads and predicts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from vlpeft.errors import DataError, TrackingError
 from vlpeft.tasks import PyfuncSpec, get_task
+from vlpeft.tracking.names import metric_key
 from vlpeft.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -85,7 +87,8 @@ def _curves(client: Any, run_id: str | None, prefix: str | None = None) -> dict[
 
 def _side(client: Any, label: str, version: VersionInfo, uri: str) -> Side:
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    results = {k: v for k, v in metrics.items() if not k.startswith(HISTORY)}
+    # metric_key: versions registered before the group/name scheme read the same (perAnswerType.yes/no)
+    results = {metric_key(k): v for k, v in metrics.items() if not k.startswith(HISTORY)}
     # The training run's per-step curves when it is known, else the history logged at registration.
     curves = _curves(client, version.tags.get("train_run_id")) or _curves(client, version.run_id, HISTORY)
     aliases = aliases_of(version.name, version.version, uri)
@@ -163,11 +166,19 @@ EXAMPLES: dict[str, Callable[[Path, str, int], list[Sample]]] = {
     "caption": _caption_examples,
 }
 
-# The pyfunc input column (``vlpeft.tasks.PyfuncSpec``) -> its value for a sample.
+
+def _b64(path: Path | None) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode() if path else ""
+
+
+# The pyfunc input column (``vlpeft.tasks.PyfuncSpec``) -> its value for a sample (images as base64, as a
+# client of the served model sends them).
 COLUMNS: dict[str, Callable[[Sample], str]] = {
     "task": lambda s: s.task,
-    "image": lambda s: str(s.image_path),
-    "image2": lambda s: str(s.image2_path) if s.image2_path else "",
+    "image": lambda s: _b64(s.image_path),
+    "image2": lambda s: _b64(s.image2_path),
     "question": lambda s: s.question or "",
 }
 
@@ -184,15 +195,19 @@ def _examples(tasks: list[str], data_root: Path, split: str, n: int) -> list[Sam
     return [sample for task in tasks for sample in EXAMPLES[task](Path(data_root), split, n)]
 
 
-def _predict(model_uri: str, spec: PyfuncSpec, samples: list[Sample]) -> list[str]:
-    """The registered pyfunc's outputs for ``samples`` (one frame with the task's input columns)."""
-    import mlflow.pyfunc
+def _predict(model_uri: str, spec: PyfuncSpec, samples: list[Sample], uri: str) -> list[str]:
+    """The registered version's outputs for ``samples`` (one request frame with the task's input columns).
+
+    The version is read as data by the installed vlpeft (``load_registered``): nothing stored with it runs.
+    """
     import pandas as pd
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    from vlpeft.tracking.registry import load_registered
+
+    model = load_registered(model_uri, uri)
     frame = pd.DataFrame({c: [COLUMNS[c](s) for s in samples] for c in spec.inputs})
     result = model.predict(frame)
-    return [str(v) for v in (result[spec.output] if hasattr(result, "columns") else result)]
+    return [str(v) for v in result[spec.output]]
 
 
 def gather_review(
@@ -208,8 +223,6 @@ def gather_review(
 
     When one version holds both aliases it is shown once. ``TrackingError`` if the model has neither.
     """
-    import mlflow
-
     client, uri = _client(uri)
     champion = version_by_alias(name, CHAMPION, uri)
     challenger = version_by_alias(name, CHALLENGER, uri)
@@ -230,10 +243,8 @@ def gather_review(
     tasks = tags["tasks"].split(",") if tags.get("tasks") else [spec.name]
     examples = _examples(tasks, Path(data_root), split, samples) if data_root else []
     if examples:
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
         for side in sides:
-            outputs = _predict(f"models:/{name}/{side.version.version}", spec.pyfunc, examples)
+            outputs = _predict(f"models:/{name}/{side.version.version}", spec.pyfunc, examples, uri)
             for sample, output in zip(examples, outputs, strict=True):
                 sample.outputs[side.label] = output
     return Review(name=name, task=spec.name, sides=sides, samples=examples, uri=uri, tasks=tasks)

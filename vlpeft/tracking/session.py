@@ -29,7 +29,8 @@ def open_tracker(
     ``tracking.enabled: false`` gives a ``NullTracker``. Otherwise an ``MlflowTracker`` on
     ``$MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` at the project root) whose ``__enter__``
     checks the tracking store first, so an unreachable server is a ``TrackingError`` before any training.
-    The resolved config is logged as flattened params and as an artifact.
+    The params sections the stage reads (``vlpeft.tracking.names.stage_params``) are logged as flattened
+    params and as an artifact; the run name is unique (``<stage or DVC stage>-<8 hex>``).
 
     Every call is also appended to a local JSON-lines log first (``local_log``; by default
     ``<project root>/.vlpeft/tracking/<stage>-<UTC time>-<pid>.jsonl``, None for none), so a tracking server
@@ -39,6 +40,7 @@ def open_tracker(
         return NullTracker()
     from vlpeft.config import params_to_dict
     from vlpeft.tracking.mlflow import MlflowTracker
+    from vlpeft.tracking.names import stage_params
 
     if local_log == AUTO:
         import os
@@ -50,7 +52,7 @@ def open_tracker(
         local_log = project_root() / LOCAL_LOG_DIR / f"{stage}-{stamp}-{os.getpid()}.jsonl"
     return MlflowTracker(
         stage,
-        config=params_to_dict(params),
+        config=stage_params(params_to_dict(params), stage),
         experiment=params.tracking.experiment,
         run_name=run_name,
         local_log=local_log,

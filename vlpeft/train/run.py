@@ -28,6 +28,7 @@ from vlpeft.config import Params, flatten, params_to_dict
 from vlpeft.io import MARKER, exclusive_output, partial_path, publish_partial, write_json
 from vlpeft.tasks import get_task
 from vlpeft.tracking.base import Tracker
+from vlpeft.tracking.names import stage_params
 from vlpeft.train.loop import Report, fit
 from vlpeft.tuners.registry import get_method
 
@@ -146,7 +147,8 @@ def _train_into(
 
     counts = param_report(model)
     if tracker is not None and ctx.is_main:
-        tracker.log_params(params_to_dict(params))  # nested: the tracker flattens
+        # what train reads (the tracker flattens); open_tracker logged the same, a caller's tracker may not
+        tracker.log_params(stage_params(params_to_dict(params), f"train@{task}"))
         tracker.set_tags({"task": task, "routing": cfg.peft.routing, "peft.method": cfg.peft.method})
         tracker.log_metrics({"params/trainable": counts["trainable"], "params/percent": counts["percent"]})
 

@@ -13,8 +13,9 @@ Design
   ``disable_adapter`` and the trainable set are peft's own. Routing ``none`` does not register anything: it
   *is* peft's ``lora.Linear`` and its outputs are bit-identical to ``get_peft_model`` with the same config
   and seed. peft does not serialise the custom-module registry, so ``load_peft`` re-registers it from our
-  ``vlpeft_peft.json`` and checks that every layer came back routed (loading with bare peft would silently
-  give plain LoRA: always load with ``load_peft``).
+  ``vlpeft_peft.json`` and checks that every layer came back routed. Bare peft loads a routing-``none``
+  adapter exactly (trained LayerNorms as ``modules_to_save``) and refuses a routed or sliced one with a
+  message naming ``load_peft`` (``vlpeft.tuners.lora.portable``), never loading it as plain LoRA.
 - **Visual features reach the layers through a ContextVar** (``visual_context(x_v)``): Hugging Face models
   do not pass extra tensors down to their linear layers. A routed layer called without a context raises
   (silently degrading to plain LoRA would hide bugs). Beam search repeats each sample ``k`` times; the

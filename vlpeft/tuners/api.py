@@ -7,9 +7,12 @@ safetensors only)::
 
     vlpeft_peft.json     {"format": "vlpeft-peft", "version": 1, "method", "family", "peft": {...},
                           "adapted": [module names], "trainable": [parameter names]}
-    <the method's files> e.g. lora: adapter_config.json, adapter_model.safetensors (peft's own) and
-                         extra_trainable.safetensors; adapter: vlpeft_adapter.safetensors; full:
-                         vlpeft_full.safetensors (``MethodSpec.state_files``)
+    README.md            model card: what this is and how to load it (``vlpeft.tuners.card``)
+    <the method's files> e.g. lora: adapter_config.json, adapter_model.safetensors (peft's own; plain peft
+                         loads routing-none adapters exactly and refuses the others, naming vlpeft:
+                         ``vlpeft.tuners.lora.portable``), extra_trainable.safetensors when vlpeft-only;
+                         adapter: vlpeft_adapter.safetensors; full: vlpeft_full.safetensors
+                         (``MethodSpec.state_files``)
 
 ``vlpeft_peft.json`` carries the method and the routing kind; ``load_peft`` refuses a directory without it, so
 a routed adapter never comes back as plain LoRA through this API.
@@ -26,6 +29,7 @@ from peft import PeftModel
 from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import atomic_dir, read_json, write_json
+from vlpeft.tuners.card import write_card
 from vlpeft.tuners.context import checkpoint_kwargs
 from vlpeft.tuners.registry import MethodSpec, get_method
 from vlpeft.tuners.trainable import trainable_names, unfreeze_norms
@@ -125,6 +129,7 @@ def save_peft(model: nn.Module, out_dir: str | Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         get_method(state["method"]).impl().save(model, tmp, trainable)
         write_json(tmp / STATE_FILE, state)
+        write_card(tmp, state)
     return out_dir
 
 

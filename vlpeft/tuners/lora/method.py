@@ -1,8 +1,10 @@
 """LoRA as a registered method: peft's ``get_peft_model`` with ``RoutedLoraLinear`` where routing or slices
-differ from peft's own layer; peft's files on disk plus the other trainables (LayerNorms ...) in one file.
+differ from peft's own layer; peft's files on disk.
 
-Files: ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's ``save_pretrained``) and
-``extra_trainable.safetensors`` (trainable parameters that are not LoRA A/B, under our names).
+Files: ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's ``save_pretrained``). The trainables
+that are not LoRA A/B (LayerNorms ...) are peft's ``modules_to_save`` when plain peft can load the adapter,
+else in ``extra_trainable.safetensors`` under our names and the config is marked vlpeft-only
+(``vlpeft.tuners.lora.portable``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from typing import Any
 import torch
 import torch.nn as nn
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
 
 from vlpeft.config import PeftConfig
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.tuners.lora.layer import RoutedLoraLinear, is_own_layer, lora_layers, routed_lora_config
+from vlpeft.tuners.lora.portable import (
+    load_modules,
+    mark_vlpeft_only,
+    modules_to_save,
+    read_lora_config,
+    write_modules_to_save,
+)
 from vlpeft.tuners.targets import fan_in_fan_out, fused_lora_layout, lora_targets
 from vlpeft.tuners.trainable import load_tensors, save_tensors, unfreeze_biases
 
@@ -126,6 +136,18 @@ class LoraMethod:
         model.save_pretrained(str(out_dir))
         for config_file in sorted(out_dir.rglob("adapter_config.json")):  # per task: one sub-folder each
             _sort_target_modules(config_file)
+        reason = _vlpeft_only_reason(model)
+        modules: list[str] = []
+        if reason is None:
+            # Trainables peft saved itself (biases with peft's ``bias``) load back in plain peft as they are.
+            saved = set(load_file(str(out_dir / "adapter_model.safetensors")))
+            extra = [n for n in trainable if not _is_lora_weight(n) and n not in saved]
+            if extra:
+                modules, reason = modules_to_save(model, extra, set(trainable))
+        if reason is None:
+            write_modules_to_save(model, out_dir, modules)
+            return
+        mark_vlpeft_only(out_dir, reason)
         extra = [n for n in trainable if not _is_lora_weight(n)]
         if extra:
             save_tensors(model, extra, out_dir / EXTRA_FILE)
@@ -144,13 +166,18 @@ class LoraMethod:
         first, *others = _adapter_names(cfg)
         # peft writes the adapter "default" at the top and every other one into a sub-folder of its name.
         where = {n: peft_dir if n == "default" else peft_dir / n for n in (first, *others)}
-        config = routed_lora_config(
-            LoraConfig.from_pretrained(str(where[first])), cfg.routing, slices, fused, per_task=per_task
-        )
+        lora_cfg, modules = read_lora_config(where[first])
+        config = routed_lora_config(lora_cfg, cfg.routing, slices, fused, per_task=per_task)
         model = PeftModel.from_pretrained(
             base_model, str(where[first]), adapter_name=first, config=config, is_trainable=is_trainable
         )
         for task in others:  # onto the existing (custom) layers: peft calls update_layer on them
+            # The config read by us (peft refuses the vlpeft-only marker); load_adapter then loads the weights
+            # of the adapter already there. ``load_peft`` sets the trainable set afterwards.
+            task_cfg = read_lora_config(where[task])[0]
+            task_cfg = routed_lora_config(task_cfg, cfg.routing, slices, fused, per_task=per_task)
+            task_cfg.inference_mode = not is_trainable
+            model.add_adapter(task, task_cfg)
             model.load_adapter(str(where[task]), adapter_name=task, is_trainable=is_trainable)
         layers = lora_layers(model)
         ours = [n for n, m in layers if isinstance(m, RoutedLoraLinear)]
@@ -159,9 +186,24 @@ class LoraMethod:
             raise DataError(
                 f"{peft_dir}: LoRA layers did not load as routing={cfg.routing}, fused_qkv={cfg.fused_qkv}"
             )
-        if (peft_dir / EXTRA_FILE).is_file():
+        if modules:
+            load_modules(model, where[first], modules)
+        if (peft_dir / EXTRA_FILE).is_file():  # vlpeft-only adapters, and every save before modules_to_save
             load_tensors(model, peft_dir / EXTRA_FILE)
         return model
+
+
+def _vlpeft_only_reason(model: PeftModel) -> str | None:
+    """Why plain peft cannot load ``model``'s adapter correctly, or None when it can."""
+    own = [n for n, m in lora_layers(model) if isinstance(m, RoutedLoraLinear)]
+    if len(model.peft_config) > 1:
+        return "one LoRA adapter per task, selected by vlpeft's task context"
+    if own:
+        layer = dict(lora_layers(model))[own[0]]
+        if getattr(layer, "routing", "none") != "none":
+            return f"routed LoRA, routing={layer.routing}: the visual features enter every LoRA bottleneck"
+        return "LoRA on some thirds of a fused QKV projection (peft.fused_qkv)"
+    return None
 
 
 METHOD = LoraMethod()
