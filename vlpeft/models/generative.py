@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
+from vlpeft.data.language import TASK_PREFIXES
 from vlpeft.models.base import VLModel, VLOutput
-
-TASK_PREFIXES: dict[str, str] = {"vqa": "vqa: ", "gqa": "gqa: ", "nlvr": "nlvr: ", "caption": "caption: "}
 
 
 def pack_visual(
@@ -117,17 +116,19 @@ class GenerativeVL(VLModel):
         task: str | None = None,
         loss_reduction: str = "token",
         sample_weights: torch.Tensor | None = None,
+        image_order: torch.Tensor | None = None,
     ) -> VLOutput:
         """Decoder logits (B, L, V) for teacher forcing on ``labels`` (B, L), and the loss.
 
         ``loss_reduction``: ``token`` = mean CE over every supervised token of the batch (captions);
         ``sample`` = each sample's mean token CE, times ``sample_weights`` (B,) when given (VQA: the soft
         score of the sampled answer), then the batch mean (VL-Adapter's VQA/GQA/NLVR2 losses). ``task``
-        is set as the task context of the PEFT layers for this forward.
+        is set as the task context of the PEFT layers for this forward. ``image_order`` (B, m): each visual
+        token's image (NLVR2 ``[0]*V + [1]*V``), see ``VLModel.encode_visual``.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
         self.check_length(embeds.shape[1], "encoder input")
         if labels is not None:
@@ -151,6 +152,7 @@ class GenerativeVL(VLModel):
         visual: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         task: str | None = None,
+        image_order: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, len(choices)) of each choice's first token at the first decoder position.
 
@@ -161,7 +163,7 @@ class GenerativeVL(VLModel):
         ids = [self.token_ids(c)[:1] for c in choices]
         if any(not i for i in ids):
             raise ValueError(f"choices {choices}: each must have at least one token")
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
         start = int(self.hf.config.decoder_start_token_id)
         decoder_ids = torch.full((embeds.shape[0], 1), start, dtype=torch.long, device=embeds.device)
@@ -180,9 +182,10 @@ class GenerativeVL(VLModel):
         attention_mask: torch.Tensor | None = None,
         task: str = "caption",
         length_penalty: float = 1.0,
+        image_order: torch.Tensor | None = None,
     ) -> Any:
         """HF ``generate`` output. Without ``input_ids`` the encoder text is the ``task`` prefix alone."""
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         if input_ids is None:
             batch = self.batch_size(x_v, visual, pixel_values)
             enc = self.encode_texts([""] * batch, task=task)
@@ -214,11 +217,13 @@ class GenerativeVL(VLModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         task: str = "caption",
+        image_order: torch.Tensor | None = None,
     ) -> list[str]:
         """Generated text per sample: captions by default, answers when given ``input_ids`` of questions."""
         out = self.generate_ids(
-            visual, pixel_values, max_new_tokens, num_beams, input_ids, attention_mask, task
-        )
+            visual, pixel_values, max_new_tokens, num_beams, input_ids, attention_mask, task,
+            image_order=image_order,
+        )  # fmt: skip
         return self.decode(out.sequences)
 
     def answer(
@@ -245,11 +250,13 @@ class GenerativeVL(VLModel):
         return ([bos] if bos is not None else []) + ids + [self.eos_id]
 
     def encode_texts(
-        self, texts: list[str], task: str = "vqa", max_length: int = 32
+        self, texts: list[str], task: str = "vqa", max_length: int | None = 32
     ) -> dict[str, torch.Tensor]:
-        """Encoder ``input_ids`` / ``attention_mask``: ``[BOS] prefix text EOS`` (T5: no BOS), padded."""
+        """Encoder ``input_ids`` / ``attention_mask``: ``[BOS] prefix text EOS`` (T5: no BOS), padded;
+        at most ``max_length`` tokens in all (``None``: not truncated)."""
         prefix = TASK_PREFIXES.get(task, f"{task}: " if task else "")
-        rows = [self._with_ends(self.token_ids(prefix + t)[: max(max_length - 2, 0)]) for t in texts]
+        keep = None if max_length is None else max(max_length - 2, 0)
+        rows = [self._with_ends(self.token_ids(prefix + t)[:keep]) for t in texts]
         ids, mask = self.pad_rows(rows, self.tokenizer.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask}
 
