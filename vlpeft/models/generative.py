@@ -7,14 +7,15 @@ generates the answer or the caption; training is teacher forcing with ``labels``
 shifted right into ``decoder_input_ids``). All tasks share one model; the task prefix tells them apart
 (``TASK_PREFIXES``, VL-Adapter's ``--use_tasks_prompts``).
 
-Deliberate differences from VL-Adapter (§F.1): the visual tokens are packed right after each sample's own
-text (before its padding), so their positions do not depend on how much the batch was padded; they go
-through the LM's embedding module (BART: learned positions + embedding LayerNorm; T5: relative positions),
-whereas VL-T5 gave them their own LayerNorm'd embedding without text positions. The visual projection is our
-generic ``projection: linear`` (VL-Adapter: ``Linear + LayerNorm`` on 2048-d CLIP grids, always trained).
-VL-Adapter's LoRA runs also trained every bias; here the trainable set is exactly what ``peft`` selects
-(LoRA/adapters + LayerNorms with ``peft.train_layernorm``). VQA answers are generated with the VQA prefix
-(``answer``), never classified.
+Deliberate differences from VL-Adapter (§F.1; all listed in ``docs/vladapter-deviations.md``): the visual
+tokens are packed right after each sample's own text (before its padding), so their positions do not depend
+on how much the batch was padded; they go through the LM's embedding module (BART: learned positions +
+embedding LayerNorm; T5: relative positions), whereas VL-T5 gave them their own LayerNorm'd embedding without
+text positions. The visual projection is ``model.projection``: ``vl_t5`` is VL-T5's visual embedding
+(``LN(Linear)`` + the box constant + image-order rows, ``vlpeft.models.visual_embedding``), always trained as
+in VL-Adapter, with NLVR2's two images at order ids 0 and 1 (``image_order``); ``linear`` / ``none`` are the
+project's own. VL-Adapter's LoRA runs also trained every bias: ``peft.bias: all`` does the same. VQA answers
+are generated with the VQA prefix (``answer``), never classified.
 
 Routing in this family: every routed bottleneck of the encoder **and** the decoder (LoRA on ``q_proj`` /
 ``v_proj`` of self- and cross-attention, adapters after ``out_proj`` / ``fc2``) routes with the same visual

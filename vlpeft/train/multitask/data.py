@@ -7,8 +7,10 @@ resumed run and every DDP rank draw the same targets. Validation scores every ta
 samples each epoch; ``val_metric`` is the mean of the four scores (VL-Adapter's Table 1 average).
 
 Visual input: features from the store only (``visual_input: features``); NLVR2's two images are the
-left image's tokens followed by the right image's, in the packed encoder input (their learned positions tell
-them apart; VL-T5's image-order embedding is not built).
+left image's tokens followed by the right image's, in the packed encoder input, with image-order ids
+``[0]*m + [1]*m`` (``image_order``; VL-Adapter's ``img_order_ids``) that ``projection: vl_t5`` embeds. Other
+projections have no order embedding: only the learned positions tell the images apart, and ``vl`` routing,
+whose input is the sum of the images' Gram matrices, cannot (see ``docs/vladapter-deviations.md``).
 """
 
 from __future__ import annotations

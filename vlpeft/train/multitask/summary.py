@@ -1,14 +1,18 @@
 """The multi-task summary table: per task and the Table 1 average, one row per trained variant.
 
 Reads each run's ``metrics.json`` (``train_task``'s file: ``variant``, ``train.lr``, ``model.seed``, the
-validation average, ``test.<task>.score`` and ``test.average``). Runs of one variant at several learning
-rates (``multitask.lr_grid``) and seeds are grouped: per variant, the learning rate with the best mean
+validation average, ``test.<task>.score``, ``test.average`` and the image-shuffled control
+``test_shuffled.<task>.score``). Runs of one variant at several learning rates (variants that differ only in
+``task.lr``, or a hand-run search) and seeds are grouped: per variant, the learning rate with the best mean
 validation average (the checkpoint the test uses: ``val.last`` for ``test_checkpoint: last``) is kept, and
 its test scores are the mean (± sample std) over its seeds. The test split never chooses anything.
 
-Writes Markdown (the table and the learning-rate search), JSON, a bar plot and, for ``dvc plots``, the
-averages as rows. Pure apart from the file reading/writing at the edges.
-"""
+Then the controls: per row and task, the gain over the ``blind`` variant (paired by seed) and over the same
+runs scored with shuffled images, each as mean ± std; a row whose gain over blind is not larger than its
+spread on some task is flagged (``not_above_blind``).
+
+Writes Markdown (the table, the gains and any learning-rate search), JSON, a bar plot and, for
+``dvc plots``, the averages as rows. Pure apart from the file reading/writing at the edges."""
 
 from __future__ import annotations
 
