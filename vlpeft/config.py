@@ -351,11 +351,6 @@ class MultiTaskConfig(TrainConfig):
     val_samples: int = Field(200, ge=1, description="validation samples per task each epoch")
     answer_beams: int = Field(1, ge=1, description="beams for VQA/GQA answers (VL-Adapter: greedy)")
     caption_beams: int = Field(1, ge=1, description="beams for test captions (VL-Adapter: 5)")
-    lr_grid: list[Annotated[float, Field(gt=0)]] = Field(
-        [],
-        description="learning rates multitask/dvc.yaml trains every variant with; the summary keeps, per "
-        "variant, the one with the best mean validation average (VL-Adapter tuned lr per method)",
-    )
 
     @model_validator(mode="after")
     def _peft_tasks_are_the_tasks(self) -> MultiTaskConfig:
