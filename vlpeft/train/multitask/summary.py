@@ -193,7 +193,8 @@ def markdown(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = Non
             verdict = "(control)" if flag is None else "**no: " + ", ".join(flag) + "**" if flag else "yes"
             lines.append(f"| {r['variant']} | " + " | ".join(gains) + f" | {verdict} |")
     lrs = sorted({g["lr"] for g in grid or () if g["lr"] is not None})
-    if len(lrs) > 1:
+    searched = len({(g["variant"], g["lr"]) for g in grid or ()}) > len({g["variant"] for g in grid or ()})
+    if searched:  # some variant trained at more than one lr
         val = {(g["variant"], g["lr"]): g["val_average"] for g in grid}
         lines += ["", "Learning-rate search: validation average (the chosen lr's test scores are above)", ""]
         lines += [
