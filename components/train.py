@@ -31,7 +31,6 @@ def train(
     import subprocess
     import sys
     import tempfile
-    from pathlib import Path
 
     from vlpeft import stages
     from vlpeft.kfp_task import copy_tree, log_numeric, open_task, write_params
@@ -42,10 +41,10 @@ def train(
     inputs |= {"models": models.uri} if models is not None else {}
     params = open_task(params_yaml, run_id=run_id, task_name=task_name, image=image, inputs=inputs,
                        outputs={"model": model.uri})  # fmt: skip
-    from vlpeft.train.checkpoint import find_checkpoint
+    from vlpeft.train.run import run_checkpoint
 
     work = os.path.join(checkpoints, "train", run_id, name)  # per run: a later run starts afresh
-    resume = find_checkpoint(Path(work) / "last") is not None  # a retry of this task: continue from there
+    resume = run_checkpoint(work) is not None  # a retry of this task: continue from there
     sweep_best = os.path.join(best.path, "best_params.json")
     headline = os.path.join(work, "headline.json")
     models_dir = models.path if models is not None else None

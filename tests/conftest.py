@@ -75,3 +75,33 @@ def tiny_backbones(tiny_world, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return {part: out / part for part in ("vit", "roberta", "gpt2")}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(size, free)``: a real filesystem of ``size`` (a tmpfs, e.g. "256k") mounted under ``tmp_path``,
+    filled until only ``free`` bytes are left; unmounted after the test. Full-disk behaviour is tested on a
+    real full filesystem, not a simulated error; where mounting is not permitted the test is skipped."""
+    import subprocess
+
+    mounts = []
+
+    def make(size: str = "256k", free: int = 0):
+        mnt = tmp_path / f"disk{len(mounts)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounts.append(mnt)
+        with open(mnt / "filler", "wb", buffering=0) as fh:  # whole pages while more than `free` is left
+            try:
+                while (st := os.statvfs(mnt)).f_bavail * st.f_frsize >= free + 4096:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        return mnt
+
+    yield make
+    for mnt in mounts:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

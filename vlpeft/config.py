@@ -33,6 +33,35 @@ ROUTING_KINDS: tuple[str, ...] = ("none", "add", "mul", "mul_expand", "vl", "vl_
 Task = str  # a task name of the table in vlpeft.tasks (validated where a config names one)
 
 
+# Shared numeric field types: one owner of each constraint, used by every section that holds such a value.
+MAX_INT = 2**32 - 1  # no count, size or seed of ours needs more; larger values overflow torch/numpy seeding
+Seed = Annotated[int, Field(ge=0, le=MAX_INT, description="random seed, 0 .. 2**32-1")]
+MAX_RANK = 4096  # wider than any backbone we adapt: a larger bottleneck is a typo, not a setting
+Rank = Annotated[int, Field(ge=1, le=MAX_RANK)]
+# A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity): a decimal number, then an optional
+# binary (Ki..Ei), decimal (n u m k M G T P E) or exponent (e3, E-2) suffix.
+K8S_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
+
+
+def _k8s_quantity(value: str) -> str:
+    if not K8S_QUANTITY.fullmatch(value) or value.startswith("-"):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi, 1.5G)")
+    return value
+
+
+K8sQuantity = Annotated[str, AfterValidator(_k8s_quantity)]
+GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")  # Go time.ParseDuration (Argo retry backoff)
+
+
+def _duration(value: str) -> str:
+    if not GO_DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a duration (e.g. 60s, 1m30s, 2h)")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
 def _is_numeric(annotation: Any) -> bool:
     """Whether a field holds numbers: ``int``/``float``, optional or in a list."""
     if annotation in (int, float):
@@ -44,7 +73,9 @@ class Section(BaseModel):
     """Base for every section: unknown keys are errors, values are validated on assignment too, and a
     boolean is never taken for a number (pydantic reads ``epochs: true`` as 1)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )  # inf/nan are never a setting (lr, alpha, dropout...): refused as "finite number" errors
 
     @model_validator(mode="before")
     @classmethod
@@ -60,6 +91,12 @@ class Section(BaseModel):
                         "bool_number",
                         "expected a number, got a boolean ({value})",
                         {"field": name, "value": repr(value)},
+                    )
+                if any(isinstance(v, int) and abs(v) > MAX_INT for v in values):
+                    raise PydanticCustomError(
+                        "bool_number",
+                        "out of range, at most {limit} (got {value})",
+                        {"field": name, "value": repr(value)[:40], "limit": MAX_INT},
                     )
         return data
 
@@ -172,12 +209,17 @@ class _PeftCommon(Section):
     """What every PEFT method reads; each method's own settings are the section named after it."""
 
     method: str = "lora"
-    rank: int = Field(8, ge=1, description="bottleneck width r of LoRA / adapter-family methods")
+    rank: Rank = Field(8, description="bottleneck width r of LoRA / adapter-family methods")
     alpha: float = Field(8.0, gt=0, description="LoRA scaling alpha (s = alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
     routing: RoutingKind = "none"
     target_modules: list[str] | None = Field(
         None, description="module names to adapt; None = the family default (query and value)"
+    )
+    vision_target_modules: list[str] | None = Field(
+        None,
+        description="module names to adapt in the vision tower (model.vision_tower lora/adapter); None = "
+        "the family default (query and value)",
     )
     fused_qkv: Literal["qv", "all"] = Field(
         "qv",
@@ -312,7 +354,7 @@ class TrainConfig(Section):
     bf16: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
     num_workers: int = Field(0, ge=0, description="threads preparing the next batches; 0 = none")
     max_train_samples: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = epoch ends only")
     visual_input: Literal["features", "images"] = Field(
         "features", description="features = the feature store; images = vision encoder in the loop"
@@ -448,12 +490,12 @@ class SweepConfig(Section):
         "minimize for captioning with caption.val_cider_images 0 (validation loss)",
     )
     sampler: Literal["tpe", "grid", "random"] = "tpe"
-    sampler_seed: int | None = Field(0, description="None = a fresh random seed per worker")
+    sampler_seed: Seed | None = Field(0, description="None = a fresh random seed per worker")
     cover_first: bool = Field(
         True, description="tpe/random: the first trials visit every routing, rank and method value once"
     )
     routing: list[RoutingKind] = Field(["none", "mul", "vl"], min_length=1)
-    rank: list[int] | None = Field(
+    rank: list[Rank] | None = Field(
         [4, 8],
         min_length=1,
         description="ranks to search; None = the task's own peft.rank, not searched (so a changed "
@@ -530,9 +572,9 @@ class PodResources(Section):
     gpus: int = Field(
         0, ge=0, description="accelerators (kfp.gpu_type); > 1 on train runs torchrun in the pod"
     )
-    cpu: str = Field("2", description="CPU request, Kubernetes quantity")
-    memory: str = Field("8Gi", description="memory request, Kubernetes quantity")
-    shm: str = Field("8Gi", description="size of the in-memory /dev/shm volume of GPU tasks")
+    cpu: K8sQuantity = Field("2", description="CPU request, Kubernetes quantity")
+    memory: K8sQuantity = Field("8Gi", description="memory request, Kubernetes quantity")
+    shm: K8sQuantity = Field("8Gi", description="size of the in-memory /dev/shm volume of GPU tasks")
 
 
 class KfpConfig(Section):
@@ -556,12 +598,14 @@ class KfpConfig(Section):
     retries: int = Field(
         2, ge=0, description="retries of GPU tasks (a retried train resumes from its checkpoint)"
     )
-    retry_backoff: str = Field("60s", description="first retry delay; doubles each retry")
+    retry_backoff: Duration = Field("60s", description="first retry delay; doubles each retry")
     mlflow_secret: str = Field(
         "vlpeft-mlflow", description="Secret with keys tracking_uri, username, password -> MLFLOW_TRACKING_*"
     )
     optuna_secret: str = Field("vlpeft-optuna", description="Secret with key url -> VLPEFT_SWEEP_STORAGE")
-    workspace_size: str = Field("20Gi", description="run workspace (checkpoints of train tasks, retries)")
+    workspace_size: K8sQuantity = Field(
+        "20Gi", description="run workspace (checkpoints of train tasks, retries)"
+    )
     workspace_storage_class: str | None = Field(None, description="storage class of the run workspace PVC")
     data_pvc: str | None = Field(None, description="existing PVC with the real datasets (data.source coco)")
     data_mount: str = Field(
@@ -607,7 +651,7 @@ class MoreSeeds(Section):
 class Params(Section):
     """The whole ``params.yaml``."""
 
-    seed: int = 0
+    seed: Seed = 0
     world: WorldConfig = WorldConfig()
     data: DataConfig = DataConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -626,7 +670,7 @@ class Params(Section):
         description="final variants: name -> {dotted.key: value} applied over the sweep's best values "
         "(task.<key> = the trained task's section); see vlpeft.variants",
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         [0], min_length=1, description="training seeds of the final variants (<task>.seed of each run)"
     )
     more_seeds: MoreSeeds = MoreSeeds()
@@ -675,17 +719,97 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_YAML_BYTES = 1 << 20  # a params file is a few KB; a megabyte is not a params file
+MAX_YAML_DEPTH = 32  # params nest 4 levels deep; PyYAML's composer recurses once per level
+MAX_YAML_NODES = 100_000  # nodes after alias expansion: a 500-byte alias bomb expands to billions
+
+
+class _YamlRefused(yaml.YAMLError):
+    """A params document we refuse to read (too deep, too large once aliases expand, duplicate key)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys, nesting deeper than ``MAX_YAML_DEPTH`` and documents
+    larger than ``MAX_YAML_NODES`` nodes once aliases are expanded (alias bombs)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+        self._total = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            self._count(node, self._sizes.get(id(node), 1))
+            return node
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            raise _YamlRefused(f"nested deeper than {MAX_YAML_DEPTH} levels (line {mark.line + 1})")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        children = node.value if isinstance(node.value, list) else []
+        flat = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
+        self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in flat)
+        return node
+
+    def _count(self, node: Any, size: int) -> None:
+        self._total += size
+        if self._total > MAX_YAML_NODES:
+            raise _YamlRefused(
+                f"aliases expand to more than {MAX_YAML_NODES} values (line {node.start_mark.line + 1}): "
+                "refused (an alias bomb?)"
+            )
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # SafeLoader reports unhashable keys itself
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise _YamlRefused(f"duplicate key {key!r} (line {line}, first on line {seen[key]})")
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse params YAML with ``StrictLoader``; any problem is one ``ConfigError`` line naming ``where``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters, more than a params file holds")
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
+    except _YamlRefused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:  # problem and position only: the snippet may quote a cut password
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML ({exc.problem or exc.context}{at})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    except ValueError as exc:  # a scalar PyYAML cannot convert (an integer of more than 4300 digits)
+        raise ConfigError(f"{where}: not a usable value ({' '.join(str(exc).split())[:120]})") from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the params file ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return data
@@ -696,9 +820,12 @@ def _parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. vqa.peft.routing=mul")
     key, raw = text.split("=", 1)
-    value: Any = yaml.safe_load(raw) if raw else ""
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
+    parts = key.strip().split(".")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as vqa.peft.routing")
+    value: Any = load_yaml(raw, f"override {key.strip()}") if raw else ""
+    for part in reversed(parts):
+        value = {part.strip(): value}
     return value
 
 
@@ -720,7 +847,7 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{loc}: {msg}" if loc else msg
     from vlpeft.redact import redact
 
-    return f"{loc}: {error['msg']} (got {redact(error.get('input'))!r})"
+    return f"{loc}: {error['msg']} (got {repr(redact(error.get('input')))[:200]})"
 
 
 def check_override_key(key: str, where: str) -> None:

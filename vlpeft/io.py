@@ -17,6 +17,8 @@ never taken for a result.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -192,6 +194,124 @@ def _publish_dir(tmp: Path, path: Path) -> None:
         _discard(prev)
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# How libraries that do not raise OSError say it (safetensors' Rust IoError, tokenizers...).
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` means the disk (or quota, or file size limit) is full."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    return any(t in str(exc) for t in _DISK_FULL_TEXT)
+
+
+@contextlib.contextmanager
+def disk_full_names(path: str | Path) -> Iterator[None]:
+    """Within the block, a full disk is a ``DataError`` naming ``path`` and "no space left" (one line), not a
+    traceback from whatever write ran into it (``json.dump``, a zip member, a safetensors file)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None) or path
+        raise DataError(f"{where}: no space left on device (free some space, then run again)") from None
+
+
+def save_tensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` whose failures name the file (a full disk: "no space left")."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DataError(f"{path}: no space left on device (free some space, then run again)") from None
+        if type(exc).__name__ == "SafetensorError":
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(f"{path}: cannot write safetensors file ({reason})") from None
+        raise
+
+
+# Formats ``torch.load``/``pickle`` would read: code execution on load, so never read, and refused on sight
+# in a folder we load weights from (a file there is a file someone meant us to load).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickles(directory: str | Path, what: str = "model folder") -> None:
+    """``DataError`` naming the first pickle-format file (``.bin``, ``.pt``...) under ``directory``: weights
+    are read from safetensors only, and a pickle beside them is not silently skipped either."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.rglob("*")):
+        if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
+            raise DataError(
+                f"{path}: pickle-format file in a {what} refused (loading it could run code); weights are "
+                "read from .safetensors files only: remove it"
+            )
+
+
+# ------------------------------------------------------------------------- one writer per output dir
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file beside output ``path`` (kept after use: deleting a lock file races with its takers)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | Path, what: str = "run") -> Iterator[None]:
+    """Hold the lock of output ``path`` for the block; another process holding it is a one-line
+    ``DataError`` (two trainings into one ``--out`` would silently mix their results). The kernel releases
+    the lock when its holder dies, so a killed run never leaves ``path`` locked."""
+    path = Path(path)
+    _check_parent(path)
+    lock = lock_path(path)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise DataError(
+                f"{path}: another {what} is writing here ({holder}); wait for it to end or choose another "
+                "output"
+            ) from None
+        with disk_full_names(lock):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a run writing output directory ``path`` builds it (``.<name>.partial`` beside it): the earlier
+    output stays whole at ``path`` until :func:`publish_partial` swaps the finished new one in."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
+def publish_partial(path: str | Path) -> None:
+    """Publish the finished ``partial_path(path)`` at ``path`` (marker, old copy aside, swap, old deleted)."""
+    path = Path(path)
+    with disk_full_names(path):
+        _publish_dir(partial_path(path), path)
+
+
+def remove_output(path: str | Path) -> None:
+    """Delete output directory ``path`` with its unfinished build and its lock file."""
+    path = Path(path)
+    for p in (path, partial_path(path)):
+        shutil.rmtree(p, ignore_errors=True)
+    lock_path(path).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success publish what the caller made there, on failure delete it.
@@ -206,15 +326,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(path)}{owner}.", dir=path.parent))
     tmp = staging / path.name
     try:
-        yield tmp
-        if tmp.is_dir() and not tmp.is_symlink():
-            _publish_dir(tmp, path)
-        elif tmp.exists() or tmp.is_symlink():
-            if path.is_dir() and not path.is_symlink():
-                raise DataError(f"{path}: is a directory, cannot replace it with a file")
-            if not tmp.is_symlink():
-                _finish_tree(tmp)
-            os.replace(tmp, path)
+        with disk_full_names(path):
+            yield tmp
+            if tmp.is_dir() and not tmp.is_symlink():
+                _publish_dir(tmp, path)
+            elif tmp.exists() or tmp.is_symlink():
+                if path.is_dir() and not path.is_symlink():
+                    raise DataError(f"{path}: is a directory, cannot replace it with a file")
+                if not tmp.is_symlink():
+                    _finish_tree(tmp)
+                os.replace(tmp, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

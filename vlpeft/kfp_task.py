@@ -24,12 +24,9 @@ IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"  # set in every Kubernetes pod
 
 def parse_params(params_yaml: str, source: str = "pipeline parameter params_yaml") -> Params:
     """The run's params from the YAML text a component receives, validated (one-line ``ConfigError``)."""
-    import yaml
+    from vlpeft.config import load_yaml
 
-    try:
-        data = yaml.safe_load(params_yaml) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(params_yaml, source) or {}  # the strict loader: no alias bombs, duplicate keys...
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
     return params_from_dict(data, source)

@@ -39,7 +39,8 @@ def _kill_after_first_checkpoint(workspace: Path, killed: dict) -> None:
     """Kill the train process (SIGKILL, like a preempted pod) once its first epoch's checkpoint exists."""
     deadline = time.time() + 600
     while time.time() < deadline and not killed:
-        for state in workspace.glob(f"train/*/{RUN}/last/trainer/state.json"):
+        # A run builds in .<out>.partial beside its output until it completes (vlpeft.train.run).
+        for state in workspace.glob(f"train/*/.{RUN}.partial/last/trainer/state.json"):
             try:
                 epoch = json.loads(state.read_text())["epoch"]
             except (OSError, ValueError, KeyError):

@@ -11,35 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from vl_helpers import WIDTH, word_tokenizer
 
 from vlpeft.config import ModelConfig
-
-TEXT = (
-    "a an the red blue green yellow circle square triangle cross small large left right top bottom of is "
-    "there what color colour shape how many in image one two three yes no vqa caption : ? ,"
-)
-WORDS = TEXT.split()
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
-WIDTH = 16
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        cls_token="<s>",
-        sep_token="</s>",
-    )
 
 
 def _vit(path: Path, width: int) -> None:
@@ -85,7 +59,7 @@ def backbones(tmp_path_factory) -> dict[str, str]:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("backbones")
-    tok = _tokenizer()
+    tok = word_tokenizer()
     v = len(tok)
     ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     # no dropout anywhere, so train-mode computations (gradient checkpointing) are deterministic

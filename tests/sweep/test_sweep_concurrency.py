@@ -36,8 +36,10 @@ print(json.dumps({"queued": summary["queued_now"], "parent": summary["mlflow_par
 def test_two_sweeps_started_together_share_one_queue_and_one_parent_run(postgres_url, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    # The documented form: no driver in the URL, and a password (trust auth accepts and ignores it).
+    # The documented form: no driver in the URL, and a password (trust auth accepts and ignores it), twice:
+    # in the userinfo and as a ?password= parameter (both must stay out of every output file).
     storage = postgres_url.replace("postgresql+psycopg2://postgres@", "postgresql://postgres:s3cret-pw@")
+    storage += "?password=qu3ry-pw"
     uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri)
     client.create_experiment("race")  # the store's schema exists before the two processes race on it
@@ -69,8 +71,11 @@ def test_two_sweeps_started_together_share_one_queue_and_one_parent_run(postgres
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.run_id for r in parents] == [results[0]["parent"]]
     assert len(runs) == 5  # the parent and one nested run per trial
-    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and b"s3cret-pw" in p.read_bytes()]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "summary.json" for p in written) and any(p.parent.name == "workers" for p in written)
+    leaked = [p for p in written if b"s3cret-pw" in p.read_bytes() or b"qu3ry-pw" in p.read_bytes()]
     assert leaked == []
+    assert b"?password=***" in (tmp_path / "out0" / "summary.json").read_bytes()
 
 
 def test_bare_postgresql_url_works_with_the_installed_driver(postgres_url):

@@ -69,7 +69,13 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
         self.closed = False
+        self.frozen = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        """From now on the server is frozen (a hung process, a SIGSTOPped pod): connections are accepted and
+        requests read, and nothing is ever answered."""
+        self.frozen = True
 
     def _accept(self) -> None:
         while True:
@@ -80,21 +86,27 @@ class TcpProxy:
             if self.closed:
                 client.close()
                 return
+            self.sockets.append(client)
+            if self.frozen:  # read and drop what the client sends, answer nothing
+                threading.Thread(target=self._pump, args=(client, None), daemon=True).start()
+                continue
+            self.sockets.pop()
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if dst is not None and not self.frozen:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
+            if dst is not None and not self.frozen:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self.closed = True

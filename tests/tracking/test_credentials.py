@@ -17,11 +17,15 @@ import yaml
 from conftest import start_mlflow_server, stop
 
 SECRET = "S3cr3t-Pw"
-STORAGE = f"postgresql://optuna:{SECRET}@db.example:5432/optuna"
+# Two credential forms in one URL: a password with raw "/" and "@" in its userinfo, and ?password=.
+STORAGE = f"postgresql://optuna:pa/ss@{SECRET}@db.example:5432/optuna?sslmode=require&password={SECRET}"
+SHOWN = "postgresql://optuna:***@db.example:5432/optuna?sslmode=require&password=***"
 
 
 def _vlpeft(args: list[str], cwd, uri: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # The tracking URI carries basic-auth credentials too (the server ignores them): MLflow's own
+    # "View run ... at <uri>" line must not print them.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri.replace("http://", f"http://tracker:{SECRET}/x@y@")}
     return subprocess.run([sys.executable, "-m", "vlpeft", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
 
@@ -59,6 +63,7 @@ def test_no_command_leaks_the_storage_password(tiny_world, tiny_backbones, tmp_p
         errors = [
             _vlpeft(["config", "-S", "sweep.rank=[0]"], project, uri),
             _vlpeft(["config", "-S", "sweep.storage=[1]"], project, uri),
+            _vlpeft(["config", "-S", f"sweep.storage=[{STORAGE}"], project, uri),  # malformed --set value
             _vlpeft(["train", "--task", "vqa", "--data", str(tiny_world), "--out", "out2"], project, uri),
         ]
         for r in errors:
@@ -69,11 +74,12 @@ def test_no_command_leaks_the_storage_password(tiny_world, tiny_backbones, tmp_p
         found = client.search_runs([experiment.experiment_id])
         assert {r.data.tags["stage"] for r in found} >= {"data", "train@vqa"}
         for run in found:  # the value is tracked, with its password hidden
-            assert run.data.params["sweep.storage"] == "postgresql://optuna:***@db.example:5432/optuna"
+            assert run.data.params["sweep.storage"] == SHOWN
     finally:
         stop(server)
 
-    assert "***" in runs[2].stdout and SECRET not in runs[2].stdout
+    assert SHOWN in runs[2].stdout and SECRET not in runs[2].stdout
+    assert "View run train@vqa at: http://127.0.0.1" in runs[1].stdout  # MLflow's line, without credentials
     printed = [r.stdout + r.stderr for r in runs + errors]
     assert [text for text in printed if SECRET in text] == []
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]

@@ -95,8 +95,10 @@ def test_torchrun_two_processes_equals_one_process(tmp_path):
 
 
 def _state(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "last" / "trainer" / "state.json").read_text())
+    from vlpeft.io import partial_path
+
+    try:  # `vlpeft train` builds in .<out>.partial until it completes
+        return json.loads((partial_path(out) / "last" / "trainer" / "state.json").read_text())
     except (OSError, ValueError):  # not written yet, or being swapped in right now
         return None
 
@@ -195,6 +197,7 @@ def test_vqa_task_under_torchrun_matches_one_process(tiny_world, train_backbones
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
         assert y["val_loss"] == pytest.approx(x["val_loss"], rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        ".vlpeft-complete",  # published whole (vlpeft.train.run)
         "best",
         "curves.json",
         "last",

@@ -211,8 +211,12 @@ def test_cli_nan_loss_exits_2_with_one_line_and_no_metrics(tiny_world, train_bac
     assert rc == 2
     assert len(err.splitlines()) == 1 and "became" in err and "last good checkpoint" in err, err
     assert not (out / "metrics.json").exists() and not (out / "predictions_test.json").exists()
-    state = json.loads((out / "last" / "trainer" / "state.json").read_text())
-    assert all(torch.isfinite(t).all() for t in _weights(out / "last").values())
+    from vlpeft.train.run import run_checkpoint
+
+    last = run_checkpoint(out)  # in the unfinished build beside out (what --resume continues)
+    assert last is not None and str(last) in err
+    state = json.loads((last / "trainer" / "state.json").read_text())
+    assert all(torch.isfinite(t).all() for t in _weights(last).values())
     assert state["global_step"] >= 1
 
 

@@ -83,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         error = as_user_error(exc)  # ours, or a library's (filesystem, safetensors) that the user can fix
-        if error is None:
-            raise  # a bug: keep its traceback
-        from rich.markup import escape
+        from vlpeft.redact import print_traceback, redact_text
 
-        from vlpeft.redact import redact_text
+        if error is None:  # a bug: its traceback, minus any credential it quotes (a URL, a --set value)
+            print_traceback(exc)
+            return 1
+        from rich.markup import escape
 
         line = " ".join(redact_text(str(error)).split())  # one line, never a password
         Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)

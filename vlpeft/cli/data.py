@@ -2,7 +2,8 @@
 
 ``vlpeft data synth``     generate the embedded shapes world (sizes from the ``world`` params section)
 ``vlpeft data download``  fetch and verify COCO 2014 images, the Karpathy split file and VQAv2
-``vlpeft data prepare``   convert downloaded COCO + Karpathy + VQAv2 into the same layout as ``synth``
+``vlpeft data prepare``   convert downloaded COCO + Karpathy + VQAv2, or a user's own VQA/caption
+                          data, into the same layout as ``synth``
 """
 
 from __future__ import annotations
@@ -64,12 +65,17 @@ def prepare(
         "data/coco"
     ),
     source: Annotated[
-        str, typer.Option(help="coco (COCO 2014 + Karpathy + VQAv2) | gqa | nlvr (added into OUT)")
+        str,
+        typer.Option(
+            help="coco (COCO 2014 + Karpathy + VQAv2) | own (your images/ + VQA and caption JSON, see the "
+            "README) | gqa | nlvr (added into OUT)"
+        ),
     ] = "coco",
     link: Annotated[str, typer.Option(help="how images enter OUT: symlink | hardlink | copy")] = "symlink",
 ) -> None:
-    """Convert raw COCO 2014 + Karpathy split + VQAv2 into the data layout the loaders read."""
+    """Convert raw COCO 2014 + Karpathy split + VQAv2, or your own data, into the layout the loaders read."""
     from vlpeft.data.prepare import prepare_coco
+    from vlpeft.data.userdata import prepare_own
     from vlpeft.errors import DataError
 
     if source in ("gqa", "nlvr"):
@@ -79,7 +85,7 @@ def prepare(
         counts = {"gqa": prepare_gqa, "nlvr": prepare_nlvr}[source](raw, out)
         typer.echo(f"wrote {out / source}: questions {counts}")
         return
-    if source != "coco":
-        raise DataError(f"--source {source!r}: expected coco, gqa or nlvr")
-    info = prepare_coco(raw, out, link=link)
+    if source not in ("coco", "own"):
+        raise DataError(f"--source {source!r}: expected coco, own, gqa or nlvr")
+    info = (prepare_own if source == "own" else prepare_coco)(raw, out, link=link)
     typer.echo(f"wrote {out}: images {info['counts']['images']}, questions {info['counts']['questions']}")

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from vlpeft.errors import DataError
+from vlpeft.io import disk_full_names
 
 
 def _check_member(archive: Path, info: zipfile.ZipInfo, root: Path) -> None:
@@ -53,10 +54,16 @@ def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=dest))
     try:
         try:
-            with zipfile.ZipFile(archive) as zf:
+            with zipfile.ZipFile(archive) as zf, disk_full_names(f"{dest} (extracting {archive.name})"):
                 members = zf.infolist()
                 for info in members:
                     _check_member(archive, info, tmp)
+                need, free = sum(i.file_size for i in members), shutil.disk_usage(tmp).free
+                if need > free:  # refused before writing (also a zip bomb: tiny archive, huge members)
+                    raise DataError(
+                        f"{dest}: no space left on device to extract {archive.name} "
+                        f"({need / 1e9:.2f} GB of members, {free / 1e9:.2f} GB free)"
+                    )
                 zf.extractall(tmp)  # zipfile checks each member's CRC while reading it
         except zipfile.BadZipFile as exc:
             raise DataError(f"{archive}: not a valid zip archive ({exc})") from None

@@ -23,12 +23,11 @@ from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vlpeft.data.images import load_image
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_dir, read_json, require_complete
+from vlpeft.io import atomic_dir, read_json, require_complete, save_tensors
 from vlpeft.models.vision import VisionEncoder, pool_grid
 
 FORMAT, VERSION = "vlpeft-features", 1
@@ -103,7 +102,7 @@ def extract_features(
         def flush() -> None:
             tensors = {k: torch.cat(buffer[k]).contiguous() for k in kinds}
             tensors["image_ids"] = torch.tensor(buffer_ids, dtype=torch.long)
-            save_file(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
+            save_tensors(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
             index.extend([i, len(shards), row] for row, i in enumerate(buffer_ids))
             shards.append({"file": _shard_name(len(shards)), "rows": len(buffer_ids)})
             for k in kinds:
@@ -238,6 +237,26 @@ class FeatureStore:
         for j, (s, r) in enumerate(where):
             out[j] = self._read(s, lambda h, r=r: h.get_slice(kind)[r : r + 1][0]).float()
         return out
+
+    def verify(self, image_ids: Iterable[int] = ()) -> None:
+        """Check, before any training, what lookups would otherwise find late: every shard opens, its header
+        declares the rows, tokens and width the index says for each stored kind, its stored image ids match
+        the index, and every id of ``image_ids`` is in the store. A ``DataError`` names the culprit."""
+        for s, shard in enumerate(self._shards):
+            path = self.dir / shard["file"]
+            for kind in self.kinds:
+                want = [int(shard["rows"]), self._num_tokens[kind], self.width]
+                have = self._read(s, lambda h, kind=kind: h.get_slice(kind).get_shape())
+                if list(have) != want:
+                    raise DataError(f"{path}: {kind} features have shape {list(have)}, {INDEX} says {want}")
+        ids = list(self._where)
+        self._verify(ids, torch.tensor([self._offsets[s] + r for s, r in self._where.values()], dtype=torch.long))
+        missing = [i for i in image_ids if int(i) not in self._where]
+        if missing:
+            raise DataError(
+                f"{self.dir}: image id {missing[0]} is not in the feature store ({len(missing)} missing; "
+                "re-run `vlpeft features` on this data)"
+            )
 
     # ------------------------------------------------------------------------------------------ internals
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,15 @@ def load_image(path: str | Path) -> Image.Image:
     """Open an image as RGB; a missing or unreadable file is a DataError naming it."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that (then decodes gigabytes): refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pixels = next(iter(re.findall(r"\d+ pixels", str(exc))), "too many pixels")
+        raise DataError(f"{path}: image too large to decode ({pixels}; a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None

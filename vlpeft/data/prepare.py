@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vlpeft.data import formats
 from vlpeft.data.formats import SPLITS, ImageEntry
 from vlpeft.data.images import require, require_list
+from vlpeft.data.paths import destination, inside
 from vlpeft.errors import DataError
 from vlpeft.io import atomic_dir, read_json
 
@@ -63,7 +64,11 @@ def find_raw_files(raw: str | Path) -> dict[str, Path]:
     return found
 
 
-def _link(src: Path, dst: Path, how: str) -> None:
+LINKS = ("symlink", "hardlink", "copy")
+
+
+def link_image(src: Path, dst: Path, how: str) -> None:
+    """Put ``src`` at ``dst`` by ``--link`` (symlink to the absolute source, hard link or copy)."""
     if how == "symlink":
         dst.symlink_to(src.resolve())
     elif how == "hardlink":
@@ -111,6 +116,8 @@ def prepare_coco(
     raw: str | Path, out: str | Path, link: str = "symlink", progress: bool = True
 ) -> dict[str, Any]:
     """Write the data layout for real COCO/VQAv2 under ``out``; return the provenance (``world.json``)."""
+    if link not in LINKS:
+        raise DataError(f"--link {link!r}: choose symlink, hardlink or copy")
     files = find_raw_files(raw)
     kimages = _karpathy_images(files["dataset_coco.json"])
     split_of = {im["cocoid"]: KARPATHY_SPLIT[im["split"]] for im in kimages}
@@ -121,10 +128,12 @@ def prepare_coco(
         karpathy_out, entries = [], []
         for im in tqdm(kimages, desc="link images", unit="img", disable=not progress or None):
             split = split_of[im["cocoid"]]
-            src = files.get(im["filepath"], Path(raw) / im["filepath"]) / im["filename"]
+            where = f"{files['dataset_coco.json']}: image cocoid {im['cocoid']}"
+            folder = files.get(im["filepath"]) or inside(Path(raw), im["filepath"], where)
+            src = inside(folder, im["filename"], where)
             if not src.is_file():
-                raise DataError(f"{files['dataset_coco.json']}: image cocoid {im['cocoid']}: {src} not found")
-            _link(src, tmp / "images" / split / im["filename"], link)
+                raise DataError(f"{where}: {src} not found")
+            link_image(src, destination(tmp / "images" / split, im["filename"], where), link)
             caps = [
                 require(s, "raw", f"{files['dataset_coco.json']}: cocoid {im['cocoid']}")
                 for s in im["sentences"]

@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from vlpeft.data.features import DTYPES, FORMAT, INDEX, VERSION, _shard_name
 from vlpeft.errors import ConfigError, DataError
-from vlpeft.io import atomic_dir, check_writable
+from vlpeft.io import atomic_dir, check_writable, save_tensors
 
 GRID = 7  # coco_CLIP.py --att_size default: 224 px / stride 32
 POOLS: dict[str, tuple[int, int] | None] = {"max6x6": (6, 6), "none": None}
@@ -110,6 +109,9 @@ def _pool_size(pool: str) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------- reading
 
 
+MAX_CHANNELS = 16384  # CLIP RN101's grid has 2048; the widest encoders we know stay under 8192
+
+
 def read_grid(path: str | Path) -> torch.Tensor:
     """The ``(49, C)`` grid of one VL-Adapter h5 file, as stored (float16/32/64). Any problem is a
     ``DataError`` naming the file: unreadable, no ``<stem>/features``, not floating point, wrong shape."""
@@ -127,6 +129,10 @@ def read_grid(path: str | Path) -> torch.Tensor:
                 raise DataError(f"{path}: dataset {key!r} has dtype {obj.dtype}, expected floating point")
             if obj.ndim != 2 or obj.shape[0] != GRID * GRID:
                 raise DataError(f"{path}: dataset {key!r} has shape {obj.shape}, expected (49, C)")
+            if obj.shape[1] > MAX_CHANNELS:  # read whole below: a huge declared shape would exhaust memory
+                raise DataError(
+                    f"{path}: dataset {key!r} has shape {obj.shape}, more than {MAX_CHANNELS} channels"
+                )
             array = obj[...]
     except DataError:
         raise
@@ -256,7 +262,7 @@ def write_token_store(
                 KIND: torch.from_numpy(np.stack(feats)),  # numpy: a plain copy, 10x torch.stack here
                 "image_ids": torch.tensor(ids, dtype=torch.long),
             }
-            save_file(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
+            save_tensors(tensors, tmp / _shard_name(len(shards)), metadata={"format": FORMAT})
             index.extend([i, len(shards), row] for row, i in enumerate(ids))
             shards.append({"file": _shard_name(len(shards)), "rows": len(ids)})
             feats.clear()

@@ -15,17 +15,11 @@ from typing import Any, Literal
 from torch import nn
 
 from vlpeft.errors import ConfigError
+from vlpeft.families import check_tower, family_of
 from vlpeft.tasks import FAMILY_BACKBONE
 
 VLTask = Literal["vqa", "caption", "generative"]  # model families (vlpeft.tasks.FAMILY_BACKBONE)
 VL_TASKS: tuple[str, ...] = tuple(FAMILY_BACKBONE)
-
-# Which transformers model types each task accepts (the families the papers use, plus close relatives).
-TASK_FAMILIES: dict[str, tuple[str, ...]] = {
-    "vqa": ("roberta", "bert", "xlm-roberta", "camembert", "distilbert", "electra"),
-    "caption": ("gpt2", "gpt_neo", "gptj", "opt", "llama", "qwen2"),
-    "generative": ("bart", "t5", "mbart", "mt5"),
-}
 
 # The config field that names each task's backbone (used in error messages).
 BACKBONE_FIELD: dict[str, str] = {family: f"model.{field}" for family, field in FAMILY_BACKBONE.items()}
@@ -60,8 +54,16 @@ def load_config(name_or_path: str, field: str) -> Any:
 
 
 def width_of(config: Any) -> int:
-    """The hidden width of a transformers config (``hidden_size`` is mapped for GPT-2, BART and T5 too)."""
-    return int(config.hidden_size)
+    """The hidden width of a transformers config (``hidden_size`` is mapped for GPT-2, BART and T5 too; a CNN
+    such as ConvNeXt has the width of its last stage)."""
+    width = getattr(config, "hidden_size", None)
+    if width is None and getattr(config, "hidden_sizes", None):
+        width = config.hidden_sizes[-1]
+    if width is None:
+        raise ConfigError(
+            f"cannot tell the width of a {config.model_type!r} model (no hidden_size in its config)"
+        )
+    return int(width)
 
 
 def load_language_backbone(task: str, name_or_path: str) -> nn.Module:
@@ -69,24 +71,27 @@ def load_language_backbone(task: str, name_or_path: str) -> nn.Module:
 
     vqa: the bare encoder (``AutoModel``, no pooler: the released code's pooler is a frozen random layer,
     pitfall P6, and our head reads the hidden state directly); caption: ``AutoModelForCausalLM``;
-    generative: ``AutoModelForSeq2SeqLM``. The family must suit the task.
+    generative: ``AutoModelForSeq2SeqLM``. A family in the table must list the task's tower; one outside
+    the table loads when transformers can build it for the task.
     """
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     field = BACKBONE_FIELD[task]
     config = load_config(name_or_path, field)
-    if config.model_type not in TASK_FAMILIES[task]:
-        raise ConfigError(
-            f"{field}: {name_or_path!r} is a {config.model_type!r} model; task {task!r} needs one of "
-            f"{', '.join(TASK_FAMILIES[task])}"
-        )
+    check_tower(str(config.model_type), task, f"{field}: {name_or_path!r}")
+    family = family_of(str(config.model_type))
+    kwargs = dict(family.load_kwargs) if family is not None else {}
+    auto = {"vqa": AutoModel, "caption": AutoModelForCausalLM, "generative": AutoModelForSeq2SeqLM}[task]
     with quiet_transformers():
-        if task == "vqa":
-            kwargs = {"add_pooling_layer": False} if config.model_type in ("roberta", "bert") else {}
-            return AutoModel.from_pretrained(name_or_path, **kwargs)
-        if task == "caption":
-            return AutoModelForCausalLM.from_pretrained(name_or_path)
-        return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+        try:
+            return auto.from_pretrained(name_or_path, **kwargs)
+        except (
+            ValueError
+        ) as exc:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"{field}: {name_or_path!r} ({config.model_type!r}) cannot serve task {task!r}: {first}"
+            ) from None
 
 
 def load_tokenizer(name_or_path: str, field: str) -> Any:

@@ -225,11 +225,19 @@ class VLModel(nn.Module):
 
     def check_length(self, length: int, what: str = "sequence") -> None:
         """Refuse inputs longer than the LM's learned positions (HF would fail with an index error)."""
-        limit = getattr(self.hf.config, "max_position_embeddings", None)
-        if limit is None or self.family in ("t5", "mt5"):  # relative positions: no hard limit
+        from vlpeft.families import family_of
+
+        config = self.hf.config
+        fam = family_of(self.family)
+        limit = getattr(config, "max_position_embeddings", None)
+        # relative positions (T5; DeBERTa without absolute position input): no hard limit
+        relative = (fam is not None and fam.relative_positions) or not getattr(
+            config, "position_biased_input", True
+        )
+        if limit is None or relative:
             return
-        if self.family in ("roberta", "xlm-roberta", "camembert"):
-            limit -= int(self.hf.config.pad_token_id or 0) + 1  # positions start after the padding index
+        if fam is not None and fam.positions_after_pad:
+            limit -= int(config.pad_token_id or 0) + 1  # positions start after the padding index
         if length > limit:
             raise ValueError(
                 f"{what} of {length} positions (visual prefix + text) exceeds the {limit} positions of "

@@ -71,10 +71,18 @@ def build_vl_model(
     if lm is None:
         base = load_language_backbone(task, path)
         family = str(base.config.model_type)
-        lm = language_tower(base, peft_cfg, family)
+        lm = language_tower(base, peft_cfg, family, f"{BACKBONE_FIELD[task]} {path!r}")
     hf = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     family = str(hf.config.model_type)
     width = width_of(hf.config)
+    embed_width = int(hf.get_input_embeddings().weight.shape[-1])
+    if embed_width != width:
+        # the visual features enter twice, as prefix embeddings and as routing input to hidden-width layers
+        raise ConfigError(
+            f"{BACKBONE_FIELD[task]}: {path!r} has {embed_width}-wide input embeddings but {width}-wide "
+            "hidden states (a factorised embedding, e.g. ELECTRA-small); use a checkpoint whose embedding "
+            "size equals its hidden size"
+        )
     blind = not model_cfg.visual_prefix and peft_cfg.routing == "none"
     attach = model_cfg.vision_tower != "frozen" or with_vision
     if blind and model_cfg.vision_tower != "frozen":

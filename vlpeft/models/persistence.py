@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vlpeft.config import ModelConfig, PeftConfig
 from vlpeft.errors import DataError
-from vlpeft.io import atomic_dir, read_json, write_json
+from vlpeft.io import atomic_dir, read_json, refuse_pickles, save_tensors, write_json
 from vlpeft.models.base import VLModel
 from vlpeft.tasks import FAMILY_BACKBONE
 
@@ -80,7 +80,7 @@ def save_vl_model(model: VLModel, out_dir: str | Path) -> Path:
     }
     with atomic_dir(out_dir) as tmp:
         save_peft(model.lm, tmp / LM_DIR)
-        save_file(own, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        save_tensors(own, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})  # a failed write names the file
         write_json(tmp / MODEL_FILE, meta)
     return out_dir
 
@@ -102,6 +102,7 @@ def load_vl_model(model_dir: str | Path, device: str | torch.device = "cpu") -> 
 
     model_dir = Path(model_dir)
     meta = read_model_meta(model_dir)
+    refuse_pickles(model_dir)  # peft would torch.load an adapter_model.bin it finds there
     task = meta["task"]
     model_cfg = ModelConfig.model_validate(meta["model"])
     peft_cfg = PeftConfig.model_validate(meta["peft"])

@@ -93,7 +93,10 @@ class JoinedRun:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.client.set_terminated(self.run_id, status="FINISHED" if exc_type is None else "FAILED")
+        from vlpeft.redact import redacted_output
+
+        with redacted_output():  # MLflow prints "View run ... at <tracking URI>" here
+            self.client.set_terminated(self.run_id, status="FINISHED" if exc_type is None else "FAILED")
 
 
 def _existing_run(uri: str, run_id: Any) -> bool:

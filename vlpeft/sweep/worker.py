@@ -13,7 +13,6 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -156,7 +155,9 @@ def _objective(spec: WorkerSpec, train: Callable[..., Any]) -> Callable[[Any], f
                 raise
             finally:
                 if not sweep.keep_trial_dirs:
-                    shutil.rmtree(trial_dir, ignore_errors=True)
+                    from vlpeft.io import remove_output
+
+                    remove_output(trial_dir)  # with its unfinished build (a pruned trial) and lock file
             if not scores:
                 raise TrainingError(f"trial {trial.number}: the train function reported no validation value")
             metrics = {k: float(v) for k, v in (result or {}).items() if isinstance(v, int | float)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -16,8 +17,15 @@ from types import TracebackType
 from typing import Any
 
 from vlpeft.errors import TrackingError
-from vlpeft.redact import redact, redact_text
-from vlpeft.tracking.preflight import check_tracking, quiet_mlflow_env, sqlite_artifact_root, tracking_uri
+from vlpeft.io import is_disk_full
+from vlpeft.redact import redact, redact_text, redacted_output
+from vlpeft.tracking.preflight import (
+    call_timeout,
+    check_tracking,
+    quiet_mlflow_env,
+    sqlite_artifact_root,
+    tracking_uri,
+)
 from vlpeft.tracking.provenance import provenance_tags
 
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
@@ -104,6 +112,8 @@ class MlflowTracker:
         self.experiment_id: str | None = None
         self._client: Any = None
         self._broken = False
+        self._local_broken = False
+        self.call_timeout = call_timeout()
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -133,7 +143,8 @@ class MlflowTracker:
     ) -> None:
         status = "FINISHED" if exc_type is None else "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
         self._local("end", {"status": status})
-        self._remote(lambda: self._client.set_terminated(self.run_id, status=status))
+        with redacted_output():  # MLflow prints "View run ... at <tracking URI>" here
+            self._remote(lambda: self._client.set_terminated(self.run_id, status=status))
 
     # -------------------------------------------------------------------------------- Tracker protocol
 
@@ -213,28 +224,55 @@ class MlflowTracker:
     # -------------------------------------------------------------------------------------- internal
 
     def _local(self, kind: str, data: dict[str, Any], step: int | None = None) -> None:
-        if self.local_log is None:
+        """Append one record to the local log. A log that cannot be written (disk full, permissions) costs
+        one warning and the log, never the run: tracking is a record of the work, not the work."""
+        if self.local_log is None or self._local_broken:
             return
-        self.local_log.parent.mkdir(parents=True, exist_ok=True)
         record = {"kind": kind, "time": time.time(), "step": step, "data": redact(data)}
-        with open(self.local_log, "a") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
-
-    def _remote(self, call: Any) -> None:
-        if self._broken or self.run_id is None:
-            return
         try:
-            call()
-        except Exception as exc:
-            self._broken = True
-            where = f"; the local log {self.local_log} has everything" if self.local_log else ""
+            self.local_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.local_log, "a") as fh:
+                fh.write(json.dumps(record, default=str) + "\n")
+        except OSError as exc:
+            self._local_broken = True
+            reason = "no space left on device" if is_disk_full(exc) else (exc.strerror or str(exc))
             warnings.warn(
-                redact_text(
-                    f"tracking URI {self.uri}: logging failed, continuing without MLflow ({exc}){where}"
-                ),
+                f"{self.local_log}: {reason}; the local tracking log stops here (MLflow goes on)",
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def _remote(self, call: Any) -> None:
+        """Run one MLflow call; a failure, or no answer within ``call_timeout`` seconds (a frozen server),
+        costs one warning, then the run goes on with the local log only."""
+        if self._broken or self.run_id is None:
+            return
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=attempt, name="mlflow-call", daemon=True)
+        worker.start()
+        worker.join(self.call_timeout)
+        if not outcome:
+            problem = f"no answer within {self.call_timeout:g} s"
+        elif outcome[0] is not None:
+            problem = str(outcome[0])
+        else:
+            return
+        self._broken = True
+        where = f"; the local log {self.local_log} has everything" if self.local_log else ""
+        text = f"tracking URI {self.uri}: logging failed, continuing without MLflow ({problem}){where}"
+        warnings.warn(
+            redact_text(text),
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _yaml(data: dict[str, Any]) -> str:

@@ -18,7 +18,28 @@ _ENV_DEFAULTS = {
     # the middle of training should cost one short stall, then the run goes on with the local log.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # MLflow waits 120 s for each answer (x3 with the retries): a frozen server (it accepts connections and
+    # never answers) stalled training for 6 minutes. An MLflow call answers in milliseconds when it answers.
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+CALL_TIMEOUT_ENV = "VLPEFT_TRACKING_TIMEOUT"
+DEFAULT_CALL_TIMEOUT = 30.0
+
+
+def call_timeout() -> float:
+    """Seconds one tracking call may take before the run gives up on MLflow and goes on with its local log
+    (``$VLPEFT_TRACKING_TIMEOUT``, default 30): the bound also holds where no HTTP timeout applies (an
+    artifact upload, a locked database, a DNS lookup)."""
+    raw = os.environ.get(CALL_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CALL_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise TrackingError(f"{CALL_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
 
 
 def quiet_mlflow_env() -> None:
@@ -48,8 +69,25 @@ def tracking_uri(start: str | Path = ".") -> str:
     if env:
         from vlpeft.dburl import resolve_driver
 
-        return resolve_driver(env, "MLFLOW_TRACKING_URI")  # a bare postgresql:// uses the installed driver
+        return resolve_driver(_credentials_to_env(env), "MLFLOW_TRACKING_URI")  # bare postgresql:// too
     return f"sqlite:///{project_root(start) / 'mlflow.db'}"
+
+
+def _credentials_to_env(uri: str) -> str:
+    """``uri`` without its ``user:password@`` when it is an HTTP server's: MLflow takes basic-auth credentials
+    from ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (set here unless already set), and a URI without them
+    cannot leak through what MLflow prints (its "View run ... at <uri>" line, its error messages)."""
+    from vlpeft.redact import split_userinfo
+
+    if not uri.lower().startswith(("http://", "https://")):
+        return uri
+    bare, user, password = split_userinfo(uri)
+    if user is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+    if password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return bare
 
 
 def sqlite_artifact_root(uri: str) -> str | None:

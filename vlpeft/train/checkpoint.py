@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from vlpeft.errors import TrainingError
-from vlpeft.io import atomic_dir, is_complete, prev_path
+from vlpeft.io import atomic_dir, is_complete, prev_path, save_tensors
 from vlpeft.train.state import capture_rng, flatten_optimizer_state, restore_rng, unflatten_optimizer_state
 
 FORMAT = 1
@@ -76,9 +76,9 @@ def save_checkpoint(
             save_model(model, tmp)
         t = tmp / "trainer"
         t.mkdir(exist_ok=True)
-        save_file(weights, str(t / "weights.safetensors"))
-        save_file(opt_tensors, str(t / "optimizer.safetensors"))
-        save_file(rng_tensors, str(t / "rng.safetensors"))
+        save_tensors(weights, t / "weights.safetensors")  # a failed write names its file
+        save_tensors(opt_tensors, t / "optimizer.safetensors")
+        save_tensors(rng_tensors, t / "rng.safetensors")
         (t / "state.json").write_text(text + "\n")
 
     with atomic_dir(path) as tmp:

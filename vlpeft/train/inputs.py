@@ -45,6 +45,20 @@ class VisualSource:
 
         return {"pixel_values": self.model.vision.preprocess([load_image(p) for p in paths])}
 
+    def check(self, image_ids: Sequence[int], paths: Sequence[Path]) -> None:
+        """``DataError`` now, before training, for an input ``__call__`` would fail on later: the feature
+        store's shards and these ids, or these image files."""
+        if not self.enabled:
+            return
+        if self.mode == "features":
+            self.store.verify(image_ids)
+            return
+        from vlpeft.errors import DataError
+
+        for p in paths:
+            if not Path(p).is_file():
+                raise DataError(f"{p}: image file not found")
+
 
 def check_store_encoder(store: Any, model: Any) -> None:
     """Refuse features made by another encoder or pooling than the model's: at predict time the model runs

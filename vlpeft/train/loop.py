@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from vlpeft.config import TrainConfig, flatten
 from vlpeft.errors import TrainingError
-from vlpeft.io import atomic_dir, prev_path, remove_orphans, write_json
+from vlpeft.io import atomic_dir, prev_path, remove_orphans, save_tensors, write_json
 from vlpeft.tracking.base import Tracker
 from vlpeft.train import sampler
 from vlpeft.train.batches import Prefetcher, Prepared, epoch_steps, planned_steps
@@ -133,9 +133,7 @@ def _save_best(path: Path, model: nn.Module, save_model: SaveModel | None) -> No
         if save_model is not None:
             save_model(model, tmp)
         else:
-            from safetensors.torch import save_file
-
-            save_file(trainable_state(model), str(tmp / "weights.safetensors"))
+            save_tensors(trainable_state(model), tmp / "weights.safetensors")
 
     with atomic_dir(path) as tmp:
         fill(tmp)
@@ -303,6 +301,10 @@ def fit(
             if report is not None:
                 report(epoch + 1, record["val_metric"])
         barrier(ctx)
+    if ctx.is_main:
+        # Again after the loop: a kill between the last checkpoint and its curves write leaves a checkpoint
+        # whose resume runs no epoch, and the curves must still list every epoch.
+        write_json(out_dir / "curves.json", state["history"])
 
     return FitResult(
         history=state["history"],

@@ -12,15 +12,23 @@ Writes under ``out_dir``::
     metrics.json             {"task", "test": official metrics, "test_shuffled": the same with shuffled
                              images, "val", "train", "model"} (DVC metrics); written last, only after a
                              successful run
+
+A run never damages the previous one before it has finished: every input it will read (training data,
+features with their shard headers, the test split and its official ground truth) is checked first; then it
+takes the lock of ``out_dir`` (a second training into the same directory is refused), builds its results in
+``.<out>.partial`` beside it and swaps them in only once complete (``vlpeft.io.publish_partial``). Until
+then the earlier run stays whole at ``out_dir``; ``--resume`` continues an unfinished ``.partial`` build.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
 from vlpeft.config import Params, flatten, params_to_dict
-from vlpeft.io import write_json
+from vlpeft.io import MARKER, exclusive_output, partial_path, publish_partial, write_json
 from vlpeft.tasks import get_task
 from vlpeft.tracking.base import Tracker
 from vlpeft.train.loop import Report, fit
@@ -34,6 +42,32 @@ PREDICTIONS = "predictions_test.json"
 def build_task(params: Params, task: str, data_root: Path, features_dir: Path | None) -> Any:
     """Load the data, build the model (seeded), return the task binding of ``task`` (see ``vlpeft.tasks``)."""
     return get_task(task).build_binding(params, Path(data_root), features_dir)
+
+
+def run_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` of a run into ``out_dir`` continues from: the unfinished build's
+    (``.<out>.partial/last``), else the finished run's (``out_dir/last``), else None."""
+    from vlpeft.train.checkpoint import find_checkpoint
+
+    out_dir = Path(out_dir)
+    return find_checkpoint(partial_path(out_dir) / "last") or find_checkpoint(out_dir / "last")
+
+
+def _prepare_build(out_dir: Path, resume: bool) -> Path:
+    """The directory this run builds in: the unfinished build when resuming one, a copy of the finished run
+    when resuming that, else a fresh empty one (an abandoned build is discarded)."""
+    from vlpeft.train.checkpoint import find_checkpoint
+
+    work = partial_path(out_dir)
+    if resume and find_checkpoint(work / "last") is not None:
+        return work
+    shutil.rmtree(work, ignore_errors=True)
+    if resume and find_checkpoint(out_dir / "last") is not None:
+        shutil.copytree(out_dir, work, symlinks=True)
+        (work / MARKER).unlink(missing_ok=True)
+        return work
+    work.mkdir(parents=True)
+    return work
 
 
 def train_task(
@@ -60,19 +94,53 @@ def train_task(
     ``metrics.json``). Under ``torchrun`` every rank trains and only rank 0 writes and evaluates.
     Returns the metrics flattened to dotted keys (``test.overall``, ``val.best``, ...); ``{}`` on other ranks.
     """
-    import torch
+    import torch.distributed as dist
 
-    from vlpeft.models import load_vl_model, param_report, save_vl_model
     from vlpeft.train.distributed import barrier, device_for, init_distributed
 
     cfg = params.task(task)
     out_dir = Path(out_dir)
-    import torch.distributed as dist
-
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed()
     device = device_for(ctx)
     binding = build_task(params, task, Path(data_root), Path(features_dir) if features_dir else None)
+    check_inputs = getattr(binding, "check_inputs", None)
+    if check_inputs is not None:  # a broken test file or feature shard is refused now, not after training
+        check_inputs(test=evaluate_test)
+    with exclusive_output(out_dir, "training") if ctx.is_main else contextlib.nullcontext():
+        work = _prepare_build(out_dir, resume) if ctx.is_main else partial_path(out_dir)
+        barrier(ctx)  # other ranks read the checkpoint rank 0 prepared
+        return _train_into(params, task, binding, cfg, ctx, device, out_dir, work, tracker=tracker,
+                           resume=resume, report=report, evaluate_test=evaluate_test, progress=progress,
+                           headline_out=headline_out, variant=variant, owns_group=owns_group)  # fmt: skip
+
+
+def _train_into(
+    params: Params,
+    task: str,
+    binding: Any,
+    cfg: Any,
+    ctx: Any,
+    device: Any,
+    out_dir: Path,
+    work: Path,
+    *,
+    tracker: Tracker | None,
+    resume: bool,
+    report: Report | None,
+    evaluate_test: bool,
+    progress: bool,
+    headline_out: str | Path | None,
+    variant: str | None,
+    owns_group: bool,
+) -> dict[str, Any]:
+    """``train_task`` after its input checks, ``out_dir`` locked: train in ``work``, score, publish."""
+    import torch
+    import torch.distributed as dist
+
+    from vlpeft.models import load_vl_model, param_report, save_vl_model
+    from vlpeft.train.distributed import barrier
+
     model = binding.model
 
     def save_model(m: Any, path: Path) -> None:
@@ -89,7 +157,7 @@ def train_task(
         model,
         binding,
         cfg,
-        out_dir,
+        work,
         validate=binding.validate,
         greater_is_better=binding.greater_is_better,
         tracker=tracker,
@@ -99,8 +167,8 @@ def train_task(
         ctx=ctx,
         device=device,
         progress=progress,
-        # Outputs of an earlier run must not outlive a failure of this one.
-        stale=(out_dir / METRICS, out_dir / PREDICTIONS, *([Path(headline_out)] if headline_out else [])),
+        # Results of a resumed build are recomputed (the earlier run's stay at out_dir until the swap).
+        stale=(work / METRICS, work / PREDICTIONS),
     )
     barrier(ctx)
     if ctx.enabled and owns_group:
@@ -140,13 +208,14 @@ def train_task(
         chosen = result.best_dir if cfg.test_checkpoint == "best" else result.last_dir
         test_model = load_vl_model(chosen, device=device)
         with torch.no_grad():
-            metrics["test"] = binding.test(test_model, out_dir)
+            metrics["test"] = binding.test(test_model, work)
             if test_model.uses_visual:  # the image-shuffled control (vlpeft.train.controls)
                 from vlpeft.train.controls import shuffled_test
 
-                metrics["test_shuffled"] = shuffled_test(binding, test_model, out_dir, cfg.seed)
+                metrics["test_shuffled"] = shuffled_test(binding, test_model, work, cfg.seed)
         metrics["test_checkpoint"] = cfg.test_checkpoint
-    write_json(out_dir / METRICS, metrics)
+    write_json(work / METRICS, metrics)
+    publish_partial(out_dir)  # the new run replaces the earlier one whole, only now
     if headline_out is not None and "test" in metrics:
         from vlpeft.eval.compare import headline_metrics
 

@@ -170,6 +170,20 @@ class VqaTask:
         out.update({f"val_{t}": v for t, v in metrics.per_answer_type.items()})
         return out
 
+    def check_inputs(self, test: bool = True) -> None:
+        """Read now what the run reads after training (the test split, its official ground truth) and check
+        the visual inputs of every split: a broken file is refused before anything is trained or written."""
+        from vlpeft.data.formats import annotations_path, questions_path
+        from vlpeft.data.vqa import load_vqa
+        from vlpeft.eval import load_vqa_ground_truth
+
+        records = [*self.train_records, *self.val_records]
+        if test:
+            records += load_vqa(self.root, "test")
+            questions, annotations = questions_path(self.root, "test"), annotations_path(self.root, "test")
+            load_vqa_ground_truth(questions, annotations, self.params.evaluate.vqa_revision)
+        self.visual.check([r.image_id for r in records], [r.path for r in records])
+
     def save_extra(self, model_dir: Path) -> None:
         self.vocab.save(model_dir / VOCAB)
         write_json(model_dir / TRAIN_META, train_meta(self.params, self.name))
@@ -267,6 +281,18 @@ class CaptionTask:
             out["val_cider"] = cider_score(refs, preds, " or set caption.val_cider_images: 0")
         out["val_metric"] = out[self.metric_name]
         return out
+
+    def check_inputs(self, test: bool = True) -> None:
+        """As ``VqaTask.check_inputs``: the test captions, their COCO ground truth, every split's visuals."""
+        from vlpeft.data.coco import load_captions
+        from vlpeft.data.formats import captions_path
+        from vlpeft.eval import load_caption_references
+
+        records = [*self.train_records, *self.val_records]
+        if test:
+            records += load_captions(self.root, "test")
+            load_caption_references(captions_path(self.root, "test"))
+        self.visual.check([r.image_id for r in records], [r.path for r in records])
 
     def save_extra(self, model_dir: Path) -> None:
         write_json(model_dir / TRAIN_META, train_meta(self.params, self.name))
