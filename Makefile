@@ -1,4 +1,5 @@
-# The README's two commands: `make run` and `make test`. Both set up first.
+# The README's two commands: `make run` and `make test`. Both set up first. `make run` ends by committing
+# dvc.lock and metrics/ as the baseline that `dvc metrics diff` / `dvc exp show` compare with (scripts/dvc_baseline.py).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
@@ -56,6 +57,7 @@ run: setup
 	@git config user.email >/dev/null || git config user.email "vlpeft@localhost"
 	@git config user.name >/dev/null || git config user.name "vlpeft"
 	$(BIN)/dvc repro
+	$(BIN)/python scripts/dvc_baseline.py
 
 # VL-Adapter's multi-task setting (VQA + GQA + NLVR2 + captions on one BART), its own DVC pipeline.
 multitask: setup
@@ -71,6 +73,7 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	$(BIN)/python scripts/format_params.py
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done

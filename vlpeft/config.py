@@ -458,7 +458,9 @@ class SweepConfig(Section):
     How to scale it:
 
     - **More trials**: raise ``n_trials`` (and ``epochs`` / ``max_train_samples`` for a more faithful
-      ranking); rerunning with a higher ``n_trials`` on the same storage tops the study up.
+      ranking); rerunning with a higher ``n_trials`` on the same storage tops the study up, and
+      ``vlpeft sweep --n-trials N`` adds N trials to the study in the storage (Optuna's
+      ``optimize(n_trials=N)``).
     - **More workers on one machine**: ``workers: W`` starts W worker processes, each with
       ``threads_per_worker`` torch threads (default: cores / W). sqlite is fine for a few local workers.
     - **Many machines**: point ``storage`` at a database server all of them reach, e.g.

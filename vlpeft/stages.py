@@ -309,14 +309,19 @@ def sweep(
     n_trials: int | None = None,
     timeout: float | None = None,
     workers: int | None = None,
+    add_trials: int | None = None,
 ) -> dict[str, Any]:
-    """The whole sweep on this machine: prepare -> local worker processes -> finish (``vlpeft sweep``)."""
+    """The whole sweep on this machine: prepare -> local worker processes -> finish (``vlpeft sweep``).
+
+    ``add_trials`` adds that many trials to the study (an existing one is extended, as Optuna users expect);
+    without it the study is topped up to ``n_trials`` (default ``sweep.n_trials``).
+    """
     check_writable(out)
     from vlpeft.sweep.run import run_sweep
 
     return run_sweep(
         localize_backbones(params, models), check_task(task), data, features, out,
-        n_trials=n_trials, timeout=timeout, workers=workers,
+        n_trials=n_trials, timeout=timeout, workers=workers, add_trials=add_trials,
     )  # fmt: skip
 
 

@@ -64,7 +64,7 @@ def test_vqa_cli_unknown_revision_is_one_line(vqa_files, tmp_path):
     out = tmp_path / "out" / "metrics.json"
     out.parent.mkdir()
     proc = _run(*_vqa_args(paths, out), "--revision", "newest")
-    _assert_clean_failure(proc, out, "revision 'newest' is unknown", "master, legacy")
+    _assert_clean_failure(proc, out, "--revision", "'newest' is not one of 'master', 'legacy'")
 
 
 def _assert_clean_failure(proc, out: Path, *needles: str):
@@ -82,7 +82,7 @@ def _corrupt(kind: str, results: list, path: Path) -> str:
     """Write a broken predictions file; return the words the error line must contain."""
     if kind == "missing-file":
         path.unlink()
-        return "not found"
+        return "does not exist"  # checked while the command line is parsed
     if kind == "truncated":
         path.write_text(json.dumps(results)[:-40])
         return "not valid JSON"
@@ -124,7 +124,7 @@ def test_vqa_cli_bad_ground_truth_files(vqa_files, tmp_path):
     paths["a"].write_text(json.dumps({"annotations": "nope"}))
     _assert_clean_failure(_run(*_vqa_args(paths, out)), out, str(paths["a"]), "'annotations' list")
     paths["a"] = tmp_path / "absent.json"
-    _assert_clean_failure(_run(*_vqa_args(paths, out)), out, str(paths["a"]), "not found")
+    _assert_clean_failure(_run(*_vqa_args(paths, out)), out, str(paths["a"]), "does not exist")
 
 
 def test_caption_cli_bad_predictions_exit_2_before_any_java(tmp_path):

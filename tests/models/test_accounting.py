@@ -147,7 +147,7 @@ def test_count_command(capsys, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "lora" and round(report["percent"], 2) == 5.93
     assert main(["params", "count", "-p", str(CONFIGS / "single-lora.yaml"), "--section", "nope"]) == 2
-    assert "section 'nope' has no peft settings" in capsys.readouterr().err
+    assert "'nope' is not one of 'vqa', 'caption', 'multitask'" in capsys.readouterr().err  # parser's choices
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {generative_backbone: facebook/bart-large}\n")
     assert main(["params", "count", "-p", str(bad), "--section", "multitask"]) == 2

@@ -116,10 +116,10 @@ def test_tiny_backbones_fixture(tiny_backbones):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pretrain", "--data", "{tmp}/nowhere", "--out", "{tmp}/m"], "not found"),
+        (["pretrain", "--data", "{tmp}/nowhere", "--out", "{tmp}/m"], "does not exist"),
         (
             ["pretrain", "--data", "{world}", "--out", "{tmp}/m", "--only", "bert"],
-            "choose from vit, roberta, gpt2, bart",
+            "'bert' is not one of 'vit', 'roberta', 'gpt2', 'bart'",
         ),
         (["pretrain", "--data", "{world}", "--set", "pretrain.heads=3"], "divisible by heads"),
         (["features", "--data", "{world}", "--encoder", "{tmp}/no-model", "--out", "{tmp}/f"], "cannot load"),

@@ -245,3 +245,34 @@ def test_timeout_stops_starting_trials(tmp_path, monkeypatch):
     assert states.get("WAITING", 0) >= 4 and "RUNNING" not in states, states
     assert states.get("COMPLETE", 0) + states.get("FAIL", 0) + states["WAITING"] == 12
     assert json.loads((out / "best_params.json").read_text())["vqa"]["peft"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_n_trials_on_an_existing_study_adds_trials(backend, tmp_path, request):
+    """``vlpeft sweep --n-trials N`` (``add_trials``) extends the study in the storage, as Optuna's
+    ``optimize(n_trials=N)`` on a loaded study does; without it a rerun only tops the study up to n_trials."""
+    storage = _storage_for(backend, tmp_path, request)  # sqlite: optuna.db in the (same) output dir
+    out = tmp_path / "out"
+    params = toy_params(storage, n_trials=3, workers=1, pruner="none", routing=["none", "vl"], rank=[2, 4])
+    run = {"train_fn": TOY, "poll_seconds": 0.1, "optuna_plots": False}
+    first = run_sweep(params, "vqa", tmp_path, tmp_path, out, add_trials=3, **run)
+    assert (first["trials"], first["queued_now"]) == (3, 3)
+    again = run_sweep(params, "vqa", tmp_path, tmp_path, out, **run)  # no --n-trials: the study has 3 already
+    assert (again["trials"], again["queued_now"]) == (3, 0)
+    more = run_sweep(params, "vqa", tmp_path, tmp_path, out, add_trials=2, **run)
+    assert (more["trials"], more["queued_now"], more["states"]) == (5, 2, {"COMPLETE": 5})
+
+    records = json.loads((out / "trials.json").read_text())  # the outputs cover the whole study
+    assert sorted(r["number"] for r in records) == list(range(5))
+    assert sorted(r["slot"] for r in records) == list(range(5))
+    # The first two slots visit every routing and rank (covering points); the later ones are the sampler's.
+    first_two = sorted((r["routing"], r["rank"]) for r in records if r["slot"] < 2)
+    assert first_two == [("none", 2), ("vl", 4)]
+    top = max(records, key=lambda r: r["value"])
+    best = json.loads((out / "best_params.json").read_text())
+    assert best == {"vqa": {"peft": {"routing": top["routing"], "rank": top["rank"]}}}
+    study = optuna.load_study(
+        study_name="vlpeft-vqa", storage=open_storage(summary_storage(out, storage), params.sweep)
+    )
+    assert len(study.get_trials()) == 5

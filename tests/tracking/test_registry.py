@@ -202,6 +202,9 @@ def test_register_a_run_dir_registers_its_test_checkpoint(trained_models, tmp_pa
     assert main(["register", "--task", "vqa", "--run", str(run), "--runs", str(tmp_path)]) == 2
     assert "one of --run, --runs" in capsys.readouterr().err
     assert main(["register", "--task", "vqa", "--run", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err  # checked while the command line is parsed
+    (tmp_path / "empty").mkdir()
+    assert main(["register", "--task", "vqa", "--run", str(tmp_path / "empty")]) == 2
     assert "not a finished train run" in capsys.readouterr().err
 
 

@@ -62,9 +62,11 @@ def test_failing_train_keeps_the_previous_results(
     out = tmp_path / "run"
     shutil.copytree(finished_run["out"], out)
     before = snapshot(out)
+    # A dir that holds no store (a missing path is refused by the parser: tests/test_cli.py).
+    (tmp_path / "nope").mkdir()
     rc = main(["train", "--task", "vqa", "--data", str(tiny_world), "--features", str(tmp_path / "nope"),
                "--out", str(out), "--params", finished_run["params"]])  # fmt: skip
-    one_error_line(capsys, rc, "nope: feature store not found")
+    one_error_line(capsys, rc, "nope: incomplete feature store")
     assert snapshot(out) == before
     # A rejected --resume (other settings than the checkpoint's run).
     feats = str(train_backbones["features"])
@@ -147,10 +149,11 @@ def test_sweep_counts_are_honoured_or_refused_and_inputs_checked_first(tiny_worl
     params = _params_file(tmp_path, train_backbones)
     data, feats, out = str(tiny_world), str(train_backbones["features"]), str(tmp_path / "sweep")
     base = ["sweep", "--task", "vqa", "--data", data, "--out", out, "--params", params]
-    one_error_line(capsys, main([*base, "--features", feats, "--n-trials", "0"]), "n_trials 0")
+    one_error_line(capsys, main([*base, "--features", feats, "--n-trials", "0"]), "'--n-trials'")
     one_error_line(capsys, main([*base, "--features", feats, "--workers", "0"]), "workers 0")
-    # A missing feature store fails before any trial ran or any output (plots, study) was written.
+    # A dir that is no feature store fails before any trial ran or any output (plots, study) was written.
+    (tmp_path / "nope").mkdir(exist_ok=True)
     one_error_line(
-        capsys, main([*base, "--features", str(tmp_path / "nope")]), "nope: feature store not found"
+        capsys, main([*base, "--features", str(tmp_path / "nope")]), "nope: incomplete feature store"
     )
     assert not (tmp_path / "sweep").exists()

@@ -1,7 +1,9 @@
 """``vlpeft <command>``: parse, load the config, call one library function, write outputs.
 
 This package is the only code that joins parameter values (``params.yaml``) with paths (``dvc.yaml`` or the
-Kubeflow pipeline). One module per command group keeps each small.
+Kubeflow pipeline). One module per command group keeps each small. Importing it stays cheap (no torch, no
+MLflow): commands import what they need when they run, after their paths and params have been checked, so
+a mistyped path is answered at once.
 """
 
 from __future__ import annotations
@@ -15,23 +17,81 @@ import sys
 # still uses both cores on a quiet machine. Inherited by sweep workers; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from vlpeft.cli.common import ParamsOption, SetOption, load
+from vlpeft.cli.switches import normalize_switches
 from vlpeft.errors import as_user_error
+
+PIPELINE = "Pipeline (in order)"
+MULTITASK = "Multi-task (VL-Adapter)"
+TOOLS = "Scoring, inspection, Kubeflow"
+# Every top-level command in the order ``vlpeft -h`` lists it, with its help panel: the pipeline's stages as
+# they run (data -> pretrain -> features -> sweep -> train -> report -> register -> review), then the rest.
+COMMANDS: dict[str, str] = {
+    "data": PIPELINE,
+    "pretrain": PIPELINE,
+    "features": PIPELINE,
+    "features-import": PIPELINE,
+    "sweep": PIPELINE,
+    "train": PIPELINE,
+    "report": PIPELINE,
+    "register": PIPELINE,
+    "registry": PIPELINE,  # registry review (the last stage) and promote
+    "multitask": MULTITASK,
+    "evaluate": TOOLS,
+    "predict": TOOLS,
+    "params": TOOLS,
+    "config": TOOLS,
+    "dvc-yaml": TOOLS,
+    "kfp": TOOLS,
+    "version": TOOLS,
+}
+
+
+class _OrderedGroup(TyperGroup):
+    """Lists commands in ``COMMANDS`` order (typer keeps import order, which is not the pipeline's)."""
+
+    def list_commands(self, ctx) -> list[str]:  # type: ignore[no-untyped-def]
+        names = list(self.commands)
+        rank = {name: i for i, name in enumerate(COMMANDS)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand's context
 
 app = typer.Typer(
     name="vlpeft",
+    cls=_OrderedGroup,
     help="Vision-language PEFT with routing functions: data, training, evaluation, sweeps, registry.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=CONTEXT,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vlpeft import __version__
+
+        typer.echo(f"vlpeft {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Vision-language PEFT with routing functions."""
 
 
@@ -54,7 +114,7 @@ def show_config(params: ParamsOption = None, sets: SetOption = None) -> None:
 
 
 def _register() -> None:
-    # Imported here so that `vlpeft --help` stays fast and each group registers itself on `app`.
+    # Imported here so that each group registers itself on `app`; none of them imports torch at import time.
     from vlpeft.cli import (  # noqa: F401
         data,
         evaluate,
@@ -68,17 +128,42 @@ def _register() -> None:
         train,
     )
 
+    for command in app.registered_commands:  # typer names a command after its function unless told
+        name = command.name or command.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+        command.rich_help_panel = COMMANDS.get(name, command.rich_help_panel)
+    for group in app.registered_groups:
+        group.rich_help_panel = COMMANDS.get(str(group.name), group.rich_help_panel)
+
+
+def _usage_error_line(exc: typer.exceptions.TyperException) -> str:
+    """A click usage error as one line, with the command whose help explains it."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see: {ctx.command_path} -h)" if ctx is not None else ""
+    return f"{message}{where}"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user mistakes become one line on stderr and exit code 2."""
     _register()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, standalone_mode=False)
+        command = typer.main.get_command(app)
+        result = command.main(
+            args=normalize_switches(command, args), prog_name="vlpeft", standalone_mode=False
+        )
+    except typer.Exit as done:
+        return done.exit_code
     except typer.Abort:
         return 130
-    except typer.exceptions.TyperException as exc:  # usage errors: typer prints them like click does
-        exc.show()
-        return 2
+    except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing path, bad choice
+        from rich.markup import escape
+
+        from vlpeft.redact import redact_text
+
+        line = redact_text(_usage_error_line(exc))  # a mistyped value may be a URL with a password
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

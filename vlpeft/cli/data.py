@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
+from vlpeft.cli.choices import DownloadGroup, LinkMode, PrepareSource
 from vlpeft.cli.common import ParamsOption, SetOption, load
 
 data_app = typer.Typer(help="Datasets: the synthetic world, real COCO/VQAv2 download and preparation.")
@@ -42,10 +43,15 @@ def synth(
 
 @data_app.command("download")
 def download(
-    what: Annotated[str, typer.Option(help="coco-images | karpathy | vqa | gqa | nlvr | all")] = "all",
+    what: Annotated[DownloadGroup, typer.Option(help="what to fetch")] = "all",
     out: Annotated[Path, typer.Option("--out", "-o", help="raw download dir")] = Path("data/raw"),
-    registry: Annotated[Path | None, typer.Option(help="registry JSON (default: the packaged one)")] = None,
-    extract: Annotated[bool, typer.Option(help="unpack archives after verifying them")] = True,
+    registry: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="registry JSON (default: the packaged one)"),
+    ] = None,
+    extract: Annotated[
+        bool, typer.Option("--extract/--no-extract", help="unpack archives after verifying them")
+    ] = True,
     retries: Annotated[int, typer.Option(help="automatic resume attempts after a broken transfer")] = 3,
 ) -> None:
     """Download (resumable), verify and unpack the real datasets into OUT."""
@@ -59,24 +65,26 @@ def download(
 @data_app.command("prepare")
 def prepare(
     raw: Annotated[
-        Path, typer.Option(help="dir with the downloads (searched for the COCO/VQA files)")
+        Path,
+        typer.Option(
+            exists=True, file_okay=False, help="dir with the downloads (searched for the COCO/VQA files)"
+        ),
     ] = Path("data/raw"),
     out: Annotated[Path, typer.Option("--out", "-o", help="output root (replaced atomically)")] = Path(
         "data/coco"
     ),
     source: Annotated[
-        str,
+        PrepareSource,
         typer.Option(
-            help="coco (COCO 2014 + Karpathy + VQAv2) | own (your images/ + VQA and caption JSON, see the "
-            "README) | gqa | nlvr (added into OUT)"
+            help="coco: COCO 2014 + Karpathy + VQAv2; own: your images/ + VQA and caption JSON (see the "
+            "README); gqa, nlvr: added into OUT"
         ),
     ] = "coco",
-    link: Annotated[str, typer.Option(help="how images enter OUT: symlink | hardlink | copy")] = "symlink",
+    link: Annotated[LinkMode, typer.Option(help="how images enter OUT")] = "symlink",
 ) -> None:
     """Convert raw COCO 2014 + Karpathy split + VQAv2, or your own data, into the layout the loaders read."""
     from vlpeft.data.prepare import prepare_coco
     from vlpeft.data.userdata import prepare_own
-    from vlpeft.errors import DataError
 
     if source in ("gqa", "nlvr"):
         from vlpeft.data.gqa import prepare_gqa
@@ -85,7 +93,5 @@ def prepare(
         counts = {"gqa": prepare_gqa, "nlvr": prepare_nlvr}[source](raw, out)
         typer.echo(f"wrote {out / source}: questions {counts}")
         return
-    if source not in ("coco", "own"):
-        raise DataError(f"--source {source!r}: expected coco, own, gqa or nlvr")
     info = (prepare_own if source == "own" else prepare_coco)(raw, out, link=link)
     typer.echo(f"wrote {out}: images {info['counts']['images']}, questions {info['counts']['questions']}")

@@ -1,4 +1,8 @@
-"""``vlpeft multitask-summary``: the multi-task table (per task + Table 1 average) of trained variants."""
+"""``vlpeft multitask summary``: the multi-task table (per task + Table 1 average) of trained variants.
+
+``vlpeft multitask-summary`` is the same command under its earlier name (hidden; scripts and DVC files that
+use it keep working).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,16 @@ import typer
 
 from vlpeft.cli import app
 
+multitask_app = typer.Typer(
+    name="multitask", help="VL-Adapter's multi-task setting: summarise its runs.", no_args_is_help=True
+)
+app.add_typer(multitask_app, name="multitask")
 
-@app.command("multitask-summary")
+
 def multitask_summary(
-    runs: Annotated[Path, typer.Option(help="dir holding one train output dir per run")],
+    runs: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="dir holding one train output dir per run")
+    ],
     out_md: Annotated[Path, typer.Option(help="Markdown table")],
     out_json: Annotated[Path, typer.Option(help="the table as JSON")],
     names: Annotated[
@@ -32,3 +42,7 @@ def multitask_summary(
 
     rows, grid = write_summary(runs, names, out_md, out_json, plot, plot_data)
     typer.echo(markdown(rows, grid).rstrip())
+
+
+multitask_app.command("summary")(multitask_summary)
+app.command("multitask-summary", hidden=True)(multitask_summary)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
+from vlpeft.cli.choices import Convention, Family, Section
 from vlpeft.cli.common import ParamsOption, SetOption, load
 
 params_app = typer.Typer(name="params", help="Inspect what a params file describes.", no_args_is_help=True)
@@ -22,15 +23,14 @@ app.add_typer(params_app, name="params")
 def count(
     params: ParamsOption = None,
     sets: SetOption = None,
-    section: Annotated[str, typer.Option(help="training section whose peft settings apply")] = "vqa",
+    section: Annotated[Section, typer.Option(help="training section whose peft settings apply")] = "vqa",
     family: Annotated[
-        str | None,
-        typer.Option(help="model family (vqa, caption, generative); default: that of the section's task"),
+        Family | None, typer.Option(help="model family; default: that of the section's task")
     ] = None,
     convention: Annotated[
-        str, typer.Option(help="vl_adapter (VL-Adapter's Table 1) or whole (the routing paper)")
+        Convention, typer.Option(help="vl_adapter (VL-Adapter's Table 1) or whole (the routing paper)")
     ] = "vl_adapter",
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="print the report as JSON")] = False,
 ) -> None:
     """Trainable parameters and % of the model of SECTION (meta device: no weights are read or fetched)."""
     from vlpeft.models.accounting import count_params

@@ -13,12 +13,15 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
+from vlpeft.cli.choices import H5Dtype, H5Pool, PretrainPart
 from vlpeft.cli.common import ParamsOption, SetOption, load
 
 
 @app.command("pretrain")
 def pretrain(
-    data: Annotated[Path, typer.Option("--data", "-d", help="synthetic data root")] = Path("data/synthetic"),
+    data: Annotated[
+        Path, typer.Option("--data", "-d", exists=True, file_okay=False, help="synthetic data root")
+    ] = Path("data/synthetic"),
     out: Annotated[Path, typer.Option("--out", "-o", help="models dir (gets vit/, roberta/, gpt2/)")] = Path(
         "models"
     ),
@@ -29,8 +32,8 @@ def pretrain(
         Path | None, typer.Option(help="flat pretraining health figures JSON (the DVC metrics file)")
     ] = None,
     only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="train only these parts: vit, roberta, gpt2, bart (repeatable)"),
+        list[PretrainPart] | None,
+        typer.Option("--only", help="train only these parts (repeatable)"),
     ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
@@ -40,7 +43,12 @@ def pretrain(
     from vlpeft.pretrain.run import ALL_PARTS
 
     result = stages.pretrain(
-        load(params, sets), data=data, out=out, metrics=metrics, headline=headline, parts=only
+        load(params, sets),
+        data=data,
+        out=out,
+        metrics=metrics,
+        headline=headline,
+        parts=None if only is None else [part.value for part in only],
     )
     seconds = result["seconds"]
     if "vit" in result:
@@ -74,9 +82,12 @@ def pretrain(
 
 @app.command("features")
 def features(
-    data: Annotated[Path, typer.Option("--data", "-d", help="data root (synthetic or prepared COCO)")] = Path(
-        "data/synthetic"
-    ),
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d", exists=True, file_okay=False, help="data root (synthetic or prepared COCO)"
+        ),
+    ] = Path("data/synthetic"),
     encoder: Annotated[
         str | None,
         typer.Option("--encoder", "-e", help="vision encoder hub id or dir (default: model.vision)"),
@@ -100,16 +111,22 @@ def features(
 @app.command("features-import")
 def features_import(
     h5_dir: Annotated[
-        list[Path], typer.Option("--h5-dir", help="dir of VL-Adapter <img_id>.h5 files (repeatable)")
+        list[Path],
+        typer.Option(
+            "--h5-dir", exists=True, file_okay=False, help="dir of VL-Adapter <img_id>.h5 files (repeatable)"
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="feature store dir (replaced atomically)")] = Path(
         "features"
     ),
     data: Annotated[
-        Path | None, typer.Option("--data", "-d", help="prepared data root: import exactly its images")
+        Path | None,
+        typer.Option(
+            "--data", "-d", exists=True, file_okay=False, help="prepared data root: import exactly its images"
+        ),
     ] = None,
-    pool: Annotated[str, typer.Option(help="max6x6 (36 tokens, as VL-Adapter) | none (49)")] = "max6x6",
-    dtype: Annotated[str, typer.Option(help="stored dtype: float16 | float32")] = "float16",
+    pool: Annotated[H5Pool, typer.Option(help="max6x6: 36 tokens, as VL-Adapter; none: all 49")] = "max6x6",
+    dtype: Annotated[H5Dtype, typer.Option(help="stored dtype")] = "float16",
     shard_size: Annotated[int, typer.Option(help="images per safetensors shard")] = 4096,
     encoder: Annotated[
         str, typer.Option(help="the encoder name the store records (train needs model.vision = it)")

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
+from vlpeft.cli.choices import Split
 from vlpeft.cli.common import ParamsOption, SetOption, load
 from vlpeft.tasks import TaskName
 
@@ -28,26 +29,39 @@ def register(
     task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
     model: Annotated[
         Path | None,
-        typer.Option(help="trained model dir (save_vl_model, e.g. artifacts/train/vqa-best-0/best)"),
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="trained model dir (save_vl_model, e.g. artifacts/train/vqa-best-0/best)",
+        ),
     ] = None,
-    metrics: Annotated[Path | None, typer.Option(help="evaluation metrics JSON of this model")] = None,
+    metrics: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="evaluation metrics JSON of this model")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="registered model name (default: params registry)")] = None,
     history: Annotated[
-        Path | None, typer.Option(help="training history (JSON/CSV records per epoch) for the curves")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="training history (JSON/CSV records per epoch) for the curves"
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="write the registered version as JSON here")] = None,
     run: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
+            file_okay=False,
             help="instead of --model/--metrics/--history: a train run dir; registers its test checkpoint "
-            "(best or last, as its metrics.json says) with that run's metrics and curves"
+            "(best or last, as its metrics.json says) with that run's metrics and curves",
         ),
     ] = None,
     runs: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
+            file_okay=False,
             help="instead of --model/--metrics/--history: the dir of train runs; registers the first-seed "
-            "run of registry.variant (at the lr the multi-task summary keeps)"
+            "run of registry.variant (at the lr the multi-task summary keeps)",
         ),
     ] = None,
     params: ParamsOption = None,
@@ -73,9 +87,14 @@ def review(
     model: Annotated[str, typer.Option(help="registered model name, e.g. vlpeft-vqa, vlpeft-multitask")],
     out: Annotated[Path, typer.Option(help="directory for review.html, review.md, review.json")],
     data: Annotated[
-        Path | None, typer.Option(help="data root for sample images (default: <data.root>/<data.source>)")
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="data root for sample images (default: <data.root>/<data.source>)",
+        ),
     ] = None,
-    split: Annotated[str, typer.Option(help="split the samples come from")] = "test",
+    split: Annotated[Split, typer.Option(help="split the samples come from")] = "test",
     samples: Annotated[
         int | None, typer.Option(help="samples per task (default: registry.review_samples)")
     ] = None,

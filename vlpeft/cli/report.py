@@ -13,10 +13,22 @@ from vlpeft.cli import app
 @app.command()
 def report(
     metrics_dir: Annotated[
-        Path, typer.Option("--metrics", help="dir with the <task>-<variant>-<seed>.json headline metrics")
+        Path,
+        typer.Option(
+            "--metrics",
+            exists=True,
+            file_okay=False,
+            help="dir with the <task>-<variant>-<seed>.json headline metrics",
+        ),
     ],
     runs_dir: Annotated[
-        Path | None, typer.Option("--runs", help="dir with <task>-<variant>-<seed>/metrics.json of train")
+        Path | None,
+        typer.Option(
+            "--runs",
+            exists=True,
+            file_okay=False,
+            help="dir with <task>-<variant>-<seed>/metrics.json of train",
+        ),
     ] = None,
     out_json: Annotated[Path, typer.Option("--out-json", help="summary JSON (mean, std, gains)")] = Path(
         "reports/summary.json"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from vlpeft.cli import app
+from vlpeft.cli.choices import PredictTask
 from vlpeft.cli.common import ParamsOption, SetOption, load
 from vlpeft.tasks import TaskName
 
@@ -15,15 +16,27 @@ from vlpeft.tasks import TaskName
 @app.command("train")
 def train(
     task_name: Annotated[TaskName, typer.Option("--task", help="the task (vlpeft.tasks)")],
-    data: Annotated[Path, typer.Option(help="data root (the layout written by `vlpeft data`)")],
+    data: Annotated[
+        Path,
+        typer.Option(exists=True, file_okay=False, help="data root (the layout written by `vlpeft data`)"),
+    ],
     out: Annotated[
         Path, typer.Option(help="output dir: best/, last/, curves.json, metrics.json, predictions")
     ],
     features: Annotated[
-        Path | None, typer.Option(help="feature store dir (`vlpeft features`); not needed for images/blind")
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="feature store dir (`vlpeft features`); not needed for images/blind",
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from out/last after a crash")] = False,
-    no_test: Annotated[bool, typer.Option("--no-test", help="skip the test-split evaluation")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="continue from out/last after a crash")
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test/--no-test", help="evaluate the test split (--no-test: skip it)")
+    ] = True,
     variant: Annotated[
         str | None, typer.Option(help="a final variant of params' variants table (best, norouting, blind)")
     ] = None,
@@ -31,14 +44,22 @@ def train(
         int | None, typer.Option(help="training seed (<task>.seed), e.g. one of params' seeds")
     ] = None,
     sweep_best: Annotated[
-        Path | None, typer.Option(help="the sweep's best_params.json, merged before the variant's overrides")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="the sweep's best_params.json, merged before the variant's overrides",
+        ),
     ] = None,
     headline: Annotated[
         Path | None,
         typer.Option(help="also write the flat headline test figures here (the DVC metrics file)"),
     ] = None,
     models: Annotated[
-        Path | None, typer.Option(help="where the pretrain output is, when not ./models (Kubeflow)")
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="where the pretrain output is, when not ./models (Kubeflow)"
+        ),
     ] = None,
     params: ParamsOption = None,
     sets: SetOption = None,
@@ -50,12 +71,12 @@ def train(
     from vlpeft.errors import ConfigError
 
     task = task_name.value  # a name of the task table
-    if headline is not None and no_test:
+    if headline is not None and not test:
         raise ConfigError("--headline: the headline figures are test metrics: drop --no-test")
     cfg = load(params, sets)
     result = stages.train(
         cfg, task, data=data, features=features, out=out, variant=variant, seed=seed, sweep_best=sweep_best,
-        headline=headline, resume=resume, evaluate_test=not no_test, models=models,
+        headline=headline, resume=resume, evaluate_test=test, models=models,
     )  # fmt: skip
     if result:
         keys = [k for k in result if k.startswith("test.") and k.count(".") == 1] + ["val.best"]
@@ -64,11 +85,15 @@ def train(
 
 @app.command("predict")
 def predict(
-    model: Annotated[Path, typer.Option(help="a trained model dir (out/best or out/last)")],
-    image: Annotated[Path, typer.Option(help="image file")],
+    model: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="a trained model dir (out/best or out/last)")
+    ],
+    image: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="image file")],
     question: Annotated[str | None, typer.Option(help="question (VQA, GQA) or statement (NLVR2)")] = None,
-    task: Annotated[str | None, typer.Option(help="multi-task models: vqa, gqa, nlvr or caption")] = None,
-    image2: Annotated[Path | None, typer.Option(help="NLVR2's second (right) image")] = None,
+    task: Annotated[PredictTask | None, typer.Option(help="the task, for multi-task models")] = None,
+    image2: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="NLVR2's second (right) image")
+    ] = None,
 ) -> None:
     """Answer a question about an image (VQA model), caption it (caption model), or run one task of a
     multi-task model (``--task``; NLVR2 prints true/false for the pair); prints the text."""

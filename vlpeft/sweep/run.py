@@ -178,10 +178,14 @@ def prepare_sweep(
     timeout: float | None = None,
     workers: int | None = None,
     train_fn: str = DEFAULT_TRAIN_FN,
+    add_trials: int | None = None,
 ) -> SweepSetup:
     """Sweep step 1: create the study and queue its trial slots, open (or join) the MLflow parent run.
 
-    ``n_trials`` / ``timeout`` / ``workers`` override ``params.sweep``. Workers started afterwards (local
+    ``n_trials`` / ``timeout`` / ``workers`` override ``params.sweep``; ``n_trials`` is the study's size (a
+    rerun on the same storage tops it up to that, so processes that join a study never add to it).
+    ``add_trials`` instead adds that many trial slots to the study, however many it has (Optuna's
+    ``study.optimize(n_trials=N)`` on a loaded study; a new study gets N). Workers started afterwards (local
     processes, other nodes, Kubeflow tasks) only load the study. The parent run stays open until
     ``finish_sweep``.
     """
@@ -190,6 +194,8 @@ def prepare_sweep(
     sweep = params.sweep
     # An explicit 0 is a value, not "unset": refused below, never replaced by params.sweep.
     n = sweep.n_trials if n_trials is None else n_trials
+    if add_trials is not None:
+        n = add_trials
     n_workers = sweep.workers if workers is None else workers
     timeout = timeout if timeout is not None else sweep.timeout
     if n < 1 or n_workers < 1 or (timeout is not None and timeout <= 0):
@@ -209,7 +215,10 @@ def prepare_sweep(
     storage_url = resolve_storage(sweep.storage, out)
     study_name = sweep.study_name or f"vlpeft-{task}"
 
-    plan = queue_plan(sweep, n, params.task(task).seed)
+    seed = params.task(task).seed
+    plan = (
+        queue_plan(sweep, n, seed) if add_trials is None else lambda have: queue_plan(sweep, have + n, seed)
+    )
     shown = _shown_params(params)
     parent = None
     # Two sweeps started together must not both create the schema, both enqueue the slots or both open a
@@ -335,6 +344,7 @@ def run_sweep(
     train_fn: str = DEFAULT_TRAIN_FN,
     poll_seconds: float = 0.5,
     optuna_plots: bool = True,
+    add_trials: int | None = None,
 ) -> dict[str, Any]:
     """Run the sweep of ``task`` on this machine and write its outputs to ``out_dir``; return the summary.
 
@@ -343,12 +353,13 @@ def run_sweep(
     with the "Trainer" contract's signature; ``n_trials`` / ``timeout`` / ``workers`` override
     ``params.sweep``. Outputs: ``best_params.json``, ``table.md``, ``routing_rank.png``,
     ``optimization_history.png``, ``param_importances.png`` (when drawable), ``intermediate_values.png``,
-    ``trials.json``, ``trials.csv``, ``summary.json``; worker specs and logs under ``workers/``.
-    ``optuna_plots=False`` skips Optuna's plots.
+    ``trials.json``, ``trials.csv``, ``summary.json``; worker specs and logs under ``workers/``; they cover
+    every trial of the study. ``optuna_plots=False`` skips Optuna's plots. ``add_trials``: see
+    ``prepare_sweep``.
     """
     setup = prepare_sweep(
         params, task, data_root, features_dir, out_dir,
-        n_trials=n_trials, timeout=timeout, workers=workers, train_fn=train_fn,
+        n_trials=n_trials, timeout=timeout, workers=workers, train_fn=train_fn, add_trials=add_trials,
     )  # fmt: skip
     study = optuna.load_study(
         study_name=setup.study_name, storage=open_storage(setup.storage_url, params.sweep)

@@ -14,7 +14,7 @@ import fcntl
 import json
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +191,15 @@ def prepare_study(
     study_name: str,
     sweep: SweepConfig,
     task: str,
-    plan: list[tuple[dict[str, Any], int]],
+    plan: list[tuple[dict[str, Any], int]] | Callable[[int], list[tuple[dict[str, Any], int]]],
     direction: str = "maximize",
 ) -> int:
     """Create (or load) the study and enqueue the slots of ``plan`` it does not have yet; return how many.
 
-    Rerunning with a larger plan tops the study up; a study made with another space is refused.
+    ``plan`` is the whole study's list of slots (rerunning with a larger one tops the study up; several
+    processes preparing one study with the same plan queue it once), or a function of the number of slots
+    the study already has that returns that list (``vlpeft sweep --n-trials N`` on an existing study: the
+    slots it has plus N more). A study made with another space is refused.
     """
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction=direction, load_if_exists=True
@@ -211,6 +214,8 @@ def prepare_study(
             f"({existing}); choose another study_name or storage"
         )
     have = sum(1 for t in study.get_trials(deepcopy=False) if not is_retry(t))
+    if callable(plan):
+        plan = plan(have)
     for slot in range(have, len(plan)):
         values, seed = plan[slot]
         study.enqueue_trial(values, user_attrs={"slot": slot, "seed": seed})
