@@ -329,6 +329,12 @@ class ModelConfig(Section):
         description="none needs equal vision/LM widths (the paper); linear = trainable Linear(d_v, d); "
         "vl_t5 = VL-T5's visual embedding LN(Linear(d_v, d)) + box branch + image-order embedding",
     )
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        description="side of the images the vision encoder runs at; null = its image processor's size "
+        "(position embeddings are interpolated when it differs from the checkpoint's)",
+    )
     vision_tower: TowerMode = Field(
         "frozen", description="frozen (features precomputed) or trained in the loop: lora | adapter | full"
     )

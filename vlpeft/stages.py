@@ -187,7 +187,9 @@ def load_encoder(params: Params, encoder: str | None = None, models: str | Path 
     from vlpeft.models.vision import VisionEncoder
 
     name = encoder or localize_backbones(params, models).model.vision
-    enc = VisionEncoder.from_pretrained(name, pooling=params.features.pooling)
+    enc = VisionEncoder.from_pretrained(
+        name, pooling=params.features.pooling, image_size=params.model.image_size
+    )
     return enc.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 

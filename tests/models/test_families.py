@@ -11,6 +11,7 @@ import pytest
 import torch
 from family_zoo import LANGUAGE_TASK, VISION, WIDTH, build_zoo
 from PIL import Image
+from pydantic import ValidationError
 from vl_helpers import peft, word_tokenizer
 
 from vlpeft.config import ModelConfig
@@ -363,3 +364,21 @@ def test_a_family_that_cannot_interpolate_is_one_line(vit_other_resolution, monk
     enc.model.__class__ = NoFlag
     with pytest.raises(ConfigError, match=r"images of 32x32 but its position embeddings are for 64x64"):
         enc(pixels)
+
+
+def test_model_image_size_overrides_the_processor_everywhere(vit_other_resolution, zoo, tmp_path):
+    """``model.image_size`` (params) sets the resolution of features, of the encoder in the loop and of a
+    loaded model; the position embeddings follow by interpolation."""
+    enc = VisionEncoder.from_pretrained(vit_other_resolution, image_size=48)
+    pixels = enc.preprocess(_images(2))
+    assert tuple(pixels.shape[-2:]) == (48, 48) and enc(pixels, kind="tokens").shape == (2, 1 + 3 * 3, WIDTH)
+    assert enc.preprocessing_config()["size"] == {"height": 48, "width": 48}  # the store's provenance says so
+    cfg = ModelConfig(
+        vision=vit_other_resolution, vqa_backbone=zoo["bert"], vision_tower="lora", image_size=48
+    )
+    model = build_vl_model("vqa", cfg, peft(routing="mul"), n_answers=3)
+    assert model.vision.input_size == (48, 48)
+    save_vl_model(model, tmp_path / "m")
+    assert load_vl_model(tmp_path / "m").vision.input_size == (48, 48)
+    with pytest.raises(ValidationError, match="image_size"):
+        ModelConfig(image_size=0)

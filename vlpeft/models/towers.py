@@ -39,7 +39,9 @@ def load_vision_encoder(model_cfg: ModelConfig, peft_cfg: PeftConfig, pooling: s
     from vlpeft.tuners import apply_peft
 
     with quiet_transformers():
-        encoder = VisionEncoder.from_pretrained(model_cfg.vision, pooling=pooling)
+        encoder = VisionEncoder.from_pretrained(
+            model_cfg.vision, pooling=pooling, image_size=model_cfg.image_size
+        )
     encoder.requires_grad_(False)
     if model_cfg.vision_tower != "frozen":
         family = str(getattr(encoder.model.config, "model_type", "vit"))

@@ -57,7 +57,14 @@ class VisionEncoder(nn.Module):
     """An image encoder of any family in ``vlpeft.families`` (ViT-style or CNN) plus its image processor,
     with a fixed pooling rule; the input resolution is the processor's (position embeddings interpolated)."""
 
-    def __init__(self, model: nn.Module, processor: Any, pooling: Pooling = "cls", name: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        pooling: Pooling = "cls",
+        name: str = "",
+        image_size: int | None = None,
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"vision pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
@@ -73,18 +80,27 @@ class VisionEncoder(nn.Module):
         if why:
             raise ConfigError(f"vision encoder {label}: {why}")
         self.model = model
-        self.processor = processor
+        self.processor = processor if image_size is None else resized_processor(processor, image_size)
         self.pooling = pooling
         self.name = name
         self._input_size: tuple[int, int] | None = None
+        if image_size is not None and self.input_size != (image_size, image_size):
+            raise ConfigError(
+                f"model.image_size {image_size}: the image processor of {label} makes "
+                f"{self.input_size[0]}x{self.input_size[1]} images even when asked for {image_size} px; set "
+                "its size in preprocessor_config.json instead"
+            )
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, pooling: Pooling = "cls", **kwargs: Any) -> VisionEncoder:
+    def from_pretrained(
+        cls, name_or_path: str, pooling: Pooling = "cls", image_size: int | None = None, **kwargs: Any
+    ) -> VisionEncoder:
         """Load model + image processor from a hub id or a local ``save_pretrained`` directory.
 
         The table's ``vision_class`` gives the vision tower of a dual checkpoint (CLIP, SigLIP); a family
         whose pooler is a separate layer (ViT) loads it only for ``pooling="pooler"``, and then it must come
-        from the checkpoint (a randomly initialised one is a ``ConfigError``).
+        from the checkpoint (a randomly initialised one is a ``ConfigError``). ``image_size``
+        (``model.image_size``) overrides the processor's output size.
         """
         import transformers
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
@@ -129,7 +145,7 @@ class VisionEncoder(nn.Module):
                 f"vision encoder {name_or_path}: the checkpoint lacks {len(missing)} weights of a "
                 f"{model_type!r} model (e.g. {missing[0]}); they would be random"
             )
-        return cls(model.eval(), processor, pooling, str(name_or_path))
+        return cls(model.eval(), processor, pooling, str(name_or_path), image_size)
 
     @property
     def width(self) -> int:
@@ -226,6 +242,23 @@ class VisionEncoder(nn.Module):
             digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+
+def resized_processor(processor: Any, side: int) -> Any:
+    """A copy of ``processor`` making ``side``×``side`` images: its resize target (``height``/``width`` or
+    ``shortest_edge``) and its centre crop (when it has one) set to ``side``."""
+    import copy
+
+    out = copy.deepcopy(processor)
+    edge = "shortest_edge" in dict(getattr(out, "size", None) or {})
+    size = {"shortest_edge": side} if edge else {"height": side, "width": side}
+    out.size = type(out.size)(**size) if hasattr(type(out.size), "__dataclass_fields__") else size
+    if getattr(out, "crop_size", None) is not None:
+        crop = {"height": side, "width": side}
+        out.crop_size = (
+            type(out.crop_size)(**crop) if hasattr(type(out.crop_size), "__dataclass_fields__") else crop
+        )
+    return out
 
 
 def pool_grid(tokens: torch.Tensor, size: tuple[int, int] = (6, 6)) -> torch.Tensor:

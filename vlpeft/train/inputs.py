@@ -87,7 +87,9 @@ def check_store_encoder(store: Any, model: Any) -> None:
             f"{model.vision_pooling!r} (re-run `vlpeft features`)"
         )
     with quiet_transformers():
-        encoder = VisionEncoder.from_pretrained(model.model_cfg.vision, pooling=model.vision_pooling)
+        encoder = VisionEncoder.from_pretrained(
+            model.model_cfg.vision, pooling=model.vision_pooling, image_size=model.model_cfg.image_size
+        )
     store.require(weights_sha256=encoder.weights_hash())
 
 
