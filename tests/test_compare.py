@@ -96,3 +96,40 @@ def test_summary_names_the_vqa_revision():
     assert summary["revision"] == "master"
     assert "official evaluation, vqaEval.py master" in to_markdown(summary)
     assert "revision" not in summarize("vqa", VQA)  # older headline files without it: nothing claimed
+
+
+def test_every_row_against_blind_and_the_shuffled_control_rows(tmp_path):
+    """Each run's image-shuffled test (metrics.json ``test_shuffled``) becomes a ``<variant>/shuffled`` row;
+    every non-blind row shows its paired gain over blind and is flagged when it is within the spread."""
+    from vlpeft.eval.compare import read_runs
+
+    metrics, train = tmp_path / "metrics", tmp_path / "train"
+    metrics.mkdir()
+    shuffled = {"best": (44.0, 46.0, 44.0), "norouting": (43.0, 44.0, 46.0)}  # about the blind floor
+    for variant, by_seed in VQA.items():
+        for seed, m in by_seed.items():
+            name = f"vqa-{variant}-{seed}"
+            (metrics / f"{name}.json").write_text(json.dumps(m))
+            info = {"model": {"routing": "mul" if variant == "best" else "none"}}
+            if variant in shuffled:
+                info["test_shuffled"] = {"overall": shuffled[variant][seed], "perAnswerType": {}}
+            (train / name).mkdir(parents=True)
+            (train / name / "metrics.json").write_text(json.dumps(info))
+    runs, settings = read_runs(metrics, train)
+    none = {"yes/no": None, "number": None, "other": None}
+    assert runs["vqa"]["best/shuffled"] == {s: {"overall": v, **none} for s, v in enumerate(shuffled["best"])}
+    assert settings["vqa"]["best/shuffled"] == {"routing": "mul"}
+    s = summarize("vqa", runs["vqa"], settings["vqa"])
+    rows = s["rows"]
+    # 22, 22, 23 per seed
+    assert s["shuffle_gain"] == {"mean": 22.33, "std": 0.58, "n": 3, "of": "best - best/shuffled"}
+    assert rows["best"]["vs_blind"] == {"mean": 23.0, "std": 1.0, "n": 3} and rows["best"]["beats_blind"]
+    assert rows["norouting/shuffled"]["vs_blind"]["mean"] == pytest.approx(0.33, abs=0.01)
+    assert rows["norouting/shuffled"]["beats_blind"] is False and "vs_blind" not in rows["blind"]
+    md = to_markdown(s)
+    assert "| overall − blind | beats blind |" in md
+    assert "| best | mul | 0,1,2 | 67.00 ± 1.00 | 60.00 ± 0.00 |" in md and "| +23.00 ± 1.00 | yes |" in md
+    assert (
+        "| norouting/shuffled | none | 0,1,2 | 44.33 ± 1.53 | n/a | n/a | n/a | +0.33 ± 0.58 | **no** |" in md
+    )
+    assert "| blind | " in md and "| – | (control) |" in md

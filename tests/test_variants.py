@@ -80,6 +80,10 @@ def test_unknown_variant_and_duplicate_seeds():
         resolve_variant(params_from_dict({}), "vqa", "gated")
     with pytest.raises(ConfigError, match="seeds must be distinct"):
         params_from_dict({"seeds": [0, 0]})
+    with pytest.raises(ConfigError, match=r"more_seeds.seeds \[0, 1\] must be distinct and not in seeds"):
+        params_from_dict({"seeds": [0], "more_seeds": {"variants": ["blind"], "seeds": [0, 1]}})
+    with pytest.raises(ConfigError, match=r"more_seeds.variants: \['gated'\] not in the variants table"):
+        params_from_dict({"more_seeds": {"variants": ["gated"], "seeds": [1]}})
 
 
 def test_config_cli_exits_2_naming_the_variant_key(tmp_path):
@@ -106,18 +110,23 @@ def test_dvc_matrix_iterates_the_params_table():
     assert stages == {f"train@{r.name}" for r in final_runs(load_params([ROOT / "params.yaml"]))}
 
 
-def test_multitask_dvc_matrix_is_variants_by_lr_grid_by_seeds():
-    """multitask/dvc.yaml trains every variant of multitask/params.yaml at every lr of multitask.lr_grid and
-    every seed, each in its own run directory (what the summary groups and selects from)."""
+def test_multitask_dvc_matrix_is_variants_by_seeds_plus_more_seeds():
+    """multitask/dvc.yaml trains every variant of multitask/params.yaml at every seed, and the variants of
+    more_seeds (the controls and plain LoRA) at its extra seeds, each in its own run directory (what the
+    summary groups: mean ± std over seeds, gains over blind paired by seed)."""
     mt = ROOT / "multitask"
     params = load_params([mt / "params.yaml"])
-    assert len(params.multitask.lr_grid) > 1
+    assert "blind" in params.more_seeds.variants and params.more_seeds.seeds
     listed = run_dvc(["stage", "list"], mt).splitlines()
-    trains = {line.split()[0]: line.split()[-1] for line in listed if line.startswith("train@")}
+    trains = {line.split()[0]: line.split()[-1] for line in listed if line.startswith("train")}
     want = {
-        f"train@{v}-{lr}-{seed}": f"artifacts/train/multitask-{v}-lr{lr}-{seed}"
+        f"train@{v}-{seed}": f"artifacts/train/multitask-{v}-{seed}"
         for v in params.variants
-        for lr in params.multitask.lr_grid
         for seed in params.seeds
+    }
+    want |= {
+        f"train_more@{v}-{seed}": f"artifacts/train/multitask-{v}-{seed}"
+        for v in params.more_seeds.variants
+        for seed in params.more_seeds.seeds
     }
     assert trains == want

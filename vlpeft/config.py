@@ -372,11 +372,6 @@ class MultiTaskConfig(TrainConfig):
     val_samples: int = Field(200, ge=1, description="validation samples per task each epoch")
     answer_beams: int = Field(1, ge=1, description="beams for VQA/GQA answers (VL-Adapter: greedy)")
     caption_beams: int = Field(1, ge=1, description="beams for test captions (VL-Adapter: 5)")
-    lr_grid: list[Annotated[float, Field(gt=0)]] = Field(
-        [],
-        description="learning rates multitask/dvc.yaml trains every variant with; the summary keeps, per "
-        "variant, the one with the best mean validation average (VL-Adapter tuned lr per method)",
-    )
 
     @model_validator(mode="after")
     def _peft_tasks_are_the_tasks(self) -> MultiTaskConfig:
@@ -682,6 +677,14 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+class MoreSeeds(Section):
+    """More seeds for a few variants (``multitask/dvc.yaml``'s ``train_more`` matrix): the rows a comparison's
+    conclusions rest on (the controls, plain LoRA) get a seed spread without training every method again."""
+
+    variants: list[str] = Field([], description="variants (of the variants table) trained at these seeds too")
+    seeds: list[int] = Field([], description="seeds besides `seeds` (disjoint from them)")
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -707,6 +710,7 @@ class Params(Section):
     seeds: list[Seed] = Field(
         [0], min_length=1, description="training seeds of the final variants (<task>.seed of each run)"
     )
+    more_seeds: MoreSeeds = MoreSeeds()
 
     @model_validator(mode="after")
     def _check_variant_table(self) -> Params:
@@ -714,6 +718,11 @@ class Params(Section):
         # params_from_dict, the edge, so that validating a resolved variant never resolves variants again.
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct (got {self.seeds})")
+        more = self.more_seeds
+        if set(more.seeds) & set(self.seeds) or len(set(more.seeds)) != len(more.seeds):
+            raise ValueError(f"more_seeds.seeds {more.seeds} must be distinct and not in seeds {self.seeds}")
+        if unknown := [v for v in more.variants if v not in self.variants]:
+            raise ValueError(f"more_seeds.variants: {unknown} not in the variants table")
         for name, overrides in self.variants.items():
             if not VARIANT_NAME.match(name):
                 raise ValueError(
@@ -889,7 +898,7 @@ def check_override_key(key: str, where: str) -> None:
         sections = [Params.model_fields[spec.section].annotation for spec in TASKS.values()]
         roots = [s for s in sections if isinstance(s, type)] if len(full) > 1 else []
         parts, offset = full[1:], 1
-    elif parts[0] in ("variants", "seeds"):
+    elif parts[0] in ("variants", "seeds", "more_seeds"):
         raise ValueError(f"{where}: {key!r}: a variant cannot change the variant table or the seeds")
     if not roots or not parts:
         raise ValueError(f"{where}: {key!r}: expected a dotted key such as task.peft.routing")

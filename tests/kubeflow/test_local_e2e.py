@@ -105,7 +105,7 @@ def test_kfp_local_pipeline_equals_the_cli_stages(tiny_backbones, tmp_path, monk
     (summary_file,) = (tmp_path / "kfp" / "root").glob("*/summary/data/summary.json")
     pipeline = json.loads(summary_file.read_text())
     assert pipeline == reference  # every mean, std and gain of every variant, to the last digit
-    assert set(pipeline["vqa"]["rows"]) == {"best", "blind"}
+    assert set(pipeline["vqa"]["rows"]) == {"best", "blind", "best/shuffled"}  # + the shuffled-image control
 
     (best_file,) = (tmp_path / "kfp" / "root").glob("*/sweep-finish/best/best_params.json")
     assert json.loads(best_file.read_text()) == json.loads(

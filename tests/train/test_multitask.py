@@ -153,12 +153,17 @@ def test_multitask_run_trains_validates_per_task_saves_loads_and_predicts(mt_set
     assert flat["test.average"] == pytest.approx(
         sum(flat[f"test.{t}.score"] for t in ("vqa", "gqa", "nlvr", "caption")) / 4
     )
+    for task in ("vqa", "gqa", "nlvr", "caption"):  # the image-shuffled control, scored the same way
+        assert f"test_shuffled.{task}.score" in flat
+
     vqa_preds = json.loads((tmp_path / "predictions_test_vqa.json").read_text())
     assert set(vqa_preds[0]) == {"question_id", "answer"}
     gqa_preds = json.loads((tmp_path / "predictions_test_gqa.json").read_text())
     assert set(gqa_preds[0]) == {"questionId", "prediction"}
     nlvr_lines = (tmp_path / "predictions_test_nlvr.csv").read_text().splitlines()
     assert all(line.split(",")[1] in ("True", "False") for line in nlvr_lines)
+    shuffled_nlvr = (tmp_path / "shuffled-images" / "predictions_test_nlvr.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in shuffled_nlvr] == [line.split(",")[0] for line in nlvr_lines]
     captions = json.loads((tmp_path / "predictions_test_caption.json").read_text())
     assert set(captions[0]) == {"image_id", "caption"}
 
@@ -247,7 +252,8 @@ def test_summary_picks_each_variants_lr_by_validation_and_averages_its_seeds(tmp
         ("y", 0.01): 1.0,
     }
     md = (tmp_path / "s.md").read_text()
-    assert "| x | adapter | single | none | 1.50 | 0.001 | 2 | 52.00 |" in md and "59.50 ± 2.83 |" in md
+    assert "| x | adapter | single | none | 1.50 | 0.001 | 2 | 52.00 ± 2.83 |" in md
+    assert "59.50 ± 2.83 |" in md
     assert "| x | 55.00 | 50.00 |" in md and "| y | – | 1.00 |" in md  # the lr search, validation only
     assert json.loads((tmp_path / "p.json").read_text()) == [
         {"variant": "x", "average": 59.5},

@@ -57,6 +57,10 @@ def test_vqa_writes_official_formats_and_metrics(vqa_run, tiny_world):
     assert metrics["test"] == evaluate_vqa(annotations, preds).to_json()
     assert metrics["val"]["best"] == max(c["val_metric"] for c in curves)
     assert vqa_run["flat"]["test.overall"] == metrics["test"]["overall"]
+    # the image-shuffled control: the same test, same scorer, its own prediction file
+    shuffled = json.loads((out / "shuffled-images" / "predictions_test.json").read_text())
+    assert [p["question_id"] for p in shuffled] == [r.question_id for r in test]
+    assert metrics["test_shuffled"] == evaluate_vqa(annotations, shuffled).to_json()
     assert 0 < metrics["model"]["trainable"] < metrics["model"]["total"]
     peft = vqa_run["params"].vqa.peft
     assert (metrics["model"]["method"], metrics["model"]["routing"]) == (peft.method, peft.routing)
@@ -136,6 +140,7 @@ def test_caption_end_to_end(tiny_world, train_backbones, tiny_params, tmp_path):
     assert {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} <= set(metrics)
     assert metrics["SPICE"] is None and "SPICE_note" in metrics
     assert flat["test.CIDEr"] == metrics["CIDEr"]
+    assert flat["test_shuffled.CIDEr"] is not None and (tmp_path / "shuffled-images").is_dir()
     predictor = Predictor.load(tmp_path / "best")
     from vlpeft.data.images import load_image
 
@@ -148,6 +153,7 @@ def test_blind_baseline_needs_no_features(tiny_world, tiny_params, tmp_path):
     tiny_params.vqa.epochs = 1
     flat = train_task(tiny_params, "vqa", tiny_world, None, tmp_path, progress=False)
     assert "test.overall" in flat
+    assert not any(k.startswith("test_shuffled") for k in flat)  # no image to shuffle
     meta = json.loads((tmp_path / "best" / "vlpeft_model.json").read_text())
     assert meta["model"]["visual_prefix"] is False and meta["peft"]["routing"] == "none"
 

@@ -17,6 +17,11 @@ import numpy as np
 from vlpeft.data.scenes import COLORS, QUADRANT_CELL, SHAPES, SIZES
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
+# The encoder text prefix of each task in the multi-task setting (VL-Adapter's ``--use_tasks_prompts``:
+# "vqa: ", "gpa: " (sic, we write gqa), "nlvr: ", "caption: "). One owner: the models prepend them
+# (``vlpeft.models.generative``), the multi-task world's corpus starts each line with its task's prefix so
+# that the embedded word tokenizer knows the prefix words (``vlpeft.data.synth.corpus_lines``).
+TASK_PREFIXES: dict[str, str] = {"vqa": "vqa: ", "gqa": "gqa: ", "nlvr": "nlvr: ", "caption": "caption: "}
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 # Relation word -> (dx, dy) from the reference object to the object the relation names.
 RELATIONS: dict[str, tuple[int, int]] = {

@@ -39,30 +39,46 @@ def split_sizes(cfg: WorldConfig) -> dict[str, int]:
 
 
 def corpus_lines(cfg: WorldConfig, seed: int) -> list[str]:
-    """LM-pretraining text: captions and "question answer" lines of ``corpus_scenes`` unrendered scenes."""
+    """LM-pretraining text: captions and "question answer" lines of ``corpus_scenes`` unrendered scenes.
+
+    In the multi-task world (``extra_tasks``) every line starts with its task's prefix (``TASK_PREFIXES``,
+    e.g. ``"vqa: is there a red circle ? yes"``), so the word tokenizer trained on this corpus gives each
+    prefix its own id and the text model has seen them; the default world's corpus is unchanged.
+    """
+    from vlpeft.data.language import TASK_PREFIXES
+
+    def tagged(task: str, texts: Any) -> list[str]:
+        return [TASK_PREFIXES[task] + t for t in texts] if cfg.extra_tasks else list(texts)
+
     lines: list[str] = []
     previous = None
     for i in range(cfg.corpus_scenes):
         rng = np.random.default_rng([seed, _CORPUS_STREAM, i])
         scene = sample_scene(rng, cfg.max_objects)
-        lines.extend(captions(scene, rng, cfg.captions_per_image))
-        lines.extend(f"{q.text} {q.answer}" for q in questions(scene, rng, cfg.questions_per_image))
+        lines.extend(tagged("caption", captions(scene, rng, cfg.captions_per_image)))
+        lines.extend(
+            tagged("vqa", (f"{q.text} {q.answer}" for q in questions(scene, rng, cfg.questions_per_image)))
+        )
         if cfg.extra_tasks:  # the multi-task world's text too (the default world's corpus is unchanged)
-            lines.extend(_extra_corpus(cfg, scene, previous, rng))
+            for task, texts in _extra_corpus(cfg, scene, previous, rng).items():
+                lines.extend(tagged(task, texts))
         previous = scene
     return lines
 
 
-def _extra_corpus(cfg: WorldConfig, scene: Any, previous: Any, rng: np.random.Generator) -> list[str]:
-    """GQA-like "question answer" and NLVR2-like "statement true|false" lines of one corpus scene."""
+def _extra_corpus(
+    cfg: WorldConfig, scene: Any, previous: Any, rng: np.random.Generator
+) -> dict[str, list[str]]:
+    """Per task: GQA-like "question answer" and NLVR2-like "statement true|false" lines of one corpus scene."""
     from vlpeft.data.synth_tasks import gqa_questions, nlvr_statements
 
-    out: list[str] = []
+    out: dict[str, list[str]] = {}
     if "gqa" in cfg.extra_tasks:
-        out.extend(f"{q} {a}" for q, a in gqa_questions(scene["objects"], rng, cfg.gqa_questions_per_image))
+        qa = gqa_questions(scene["objects"], rng, cfg.gqa_questions_per_image)
+        out["gqa"] = [f"{q} {a}" for q, a in qa]
     if "nlvr" in cfg.extra_tasks and previous is not None:
         pairs = nlvr_statements(previous["objects"], scene["objects"], rng, cfg.nlvr_sentences_per_set)
-        out.extend(f"{t} {'true' if y else 'false'}" for t, y in pairs)
+        out["nlvr"] = [f"{t} {'true' if y else 'false'}" for t, y in pairs]
     return out
 
 

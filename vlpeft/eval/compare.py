@@ -2,8 +2,10 @@
 
 Each task is trained as the variants of ``params.yaml`` (``best`` = the sweep's best routing/rank,
 ``norouting`` = the same with routing ``none``, ``blind`` = no image at all; see ``vlpeft.variants``), once
-per seed. A result that uses the image shows up as a gap to the blind floor; routing as a gap to
-``norouting``.
+per seed. A result that uses the image shows up as a gap to the blind floor and to the image-shuffled control
+(``<variant>/shuffled`` rows: the same runs scored with every test image swapped for another,
+``vlpeft.train.controls``); routing as a gap to ``norouting``. Every row shows its gain over blind (paired by
+seed, ± std) and is flagged when that gain is not larger than its spread.
 
 Pure functions turn the runs' flat headline metrics into mean ± std per variant and paired gains
 (``summarize``) and a Markdown table (``to_markdown``); ``read_runs`` reads the DVC layout
@@ -23,9 +25,12 @@ from vlpeft.variants import FinalRun, parse_run_name
 VQA_COLUMNS: tuple[str, ...] = ("overall", "yes/no", "number", "other")
 CAPTION_COLUMNS: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 HEADLINE_KEY = {"vqa": "overall", "caption": "CIDEr"}
+BLIND = "blind"  # the control variant trained without the image
+SHUFFLED = "/shuffled"  # row suffix: a variant's runs scored with every test image swapped (train.controls)
 # The gains the comparison exists for: (name, variant, baseline variant).
 GAINS: tuple[tuple[str, str, str], ...] = (
-    ("image_gain", "best", "blind"),
+    ("image_gain", "best", BLIND),
+    ("shuffle_gain", "best", "best" + SHUFFLED),
     ("routing_gain", "best", "norouting"),
 )
 # What each variant trained, from the train stage's metrics.json ``model`` block.
@@ -94,17 +99,37 @@ def summarize(
     if revisions:  # which official vqaEval.py revision produced the numbers (several: they do not compare)
         out["revision"] = ", ".join(revisions)
     for name, variant, baseline in GAINS:
-        if variant not in runs or baseline not in runs:
-            continue
-        shared = sorted(set(runs[variant]) & set(runs[baseline]))
-        diffs = [
-            float(runs[variant][s][key]) - float(runs[baseline][s][key])  # type: ignore[arg-type]
-            for s in shared
-            if runs[variant][s].get(key) is not None and runs[baseline][s].get(key) is not None
-        ]
-        if diffs:
-            out[name] = {**mean_std(diffs), "of": f"{variant} - {baseline}"}
+        gain = paired_gain(runs, variant, baseline, key)
+        if gain is not None:
+            out[name] = {**gain, "of": f"{variant} - {baseline}"}
+    if BLIND in runs:  # every other row against the blind floor, flagged when the gain is within its spread
+        for variant, row in rows.items():
+            if variant != BLIND:
+                row["vs_blind"] = paired_gain(runs, variant, BLIND, key)
+                row["beats_blind"] = beats(row["vs_blind"])
     return out
+
+
+def paired_gain(
+    runs: Mapping[str, Mapping[int, Headlines]], variant: str, baseline: str, key: str
+) -> dict[str, float | int | None] | None:
+    """Mean ± std over the seeds both have of ``score(variant, s) - score(baseline, s)`` (None: none)."""
+    if variant not in runs or baseline not in runs:
+        return None
+    shared = sorted(set(runs[variant]) & set(runs[baseline]))
+    diffs = [
+        float(runs[variant][s][key]) - float(runs[baseline][s][key])  # type: ignore[arg-type]
+        for s in shared
+        if runs[variant][s].get(key) is not None and runs[baseline][s].get(key) is not None
+    ]
+    return mean_std(diffs) if diffs else None
+
+
+def beats(gain: Mapping[str, Any] | None) -> bool | None:
+    """A gain is real when its mean exceeds its seed spread (one seed: when it is positive)."""
+    if gain is None:
+        return None
+    return bool(gain["mean"] > (gain["std"] if gain["std"] is not None else 0.0))
 
 
 def _cell(stat: Mapping[str, Any] | None) -> str:
@@ -113,6 +138,13 @@ def _cell(stat: Mapping[str, Any] | None) -> str:
     if stat["std"] is None:
         return f"{stat['mean']:.2f}"
     return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+
+def _signed(stat: Mapping[str, Any] | None) -> str:
+    """A gain as ``+1.23 ± 0.45`` (``–`` when there is none)."""
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:+.2f}" + ("" if stat["std"] is None else f" ± {stat['std']:.2f}")
 
 
 def _fmt(value: Any) -> str:
@@ -130,15 +162,20 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         title = title.replace("official evaluation", f"official evaluation, vqaEval.py {summary['revision']}")
     n = max((len(r["seeds"]) for r in rows.values()), default=0)
     spread = f", mean ± std over {n} seeds" if n > 1 else ", one seed"
+    controls = any("beats_blind" in r for r in rows.values())
+    versus = [f"{summary['metric']} − blind", "beats blind"] if controls else []
     lines = [
         f"### {title}{spread}",
         "",
-        "| variant | " + " | ".join([*extra, "seeds", *score_cols]) + " |",
-        "|---" * (len(extra) + len(score_cols) + 2) + "|",
+        "| variant | " + " | ".join([*extra, "seeds", *score_cols, *versus]) + " |",
+        "|---" * (len(extra) + len(score_cols) + len(versus) + 2) + "|",
     ]
     for name, r in rows.items():
         cells = [_fmt(r.get(c)) for c in extra] + [",".join(map(str, r["seeds"]))]
         cells += [_cell(r["scores"].get(c)) for c in score_cols]
+        if controls:
+            verdict = {True: "yes", False: "**no**", None: "–"}[r.get("beats_blind")]
+            cells += [_signed(r.get("vs_blind")), verdict if name != BLIND else "(control)"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for name, variant, baseline in GAINS:
@@ -184,10 +221,15 @@ def read_runs(
         test = info.get("test")
         if isinstance(test, dict) and test.get("revision"):  # the vqaEval.py revision of these figures
             headline["revision"] = str(test["revision"])
+        model = info.get("model", {})
+        chosen = {k: model[k] for k in SETTING_COLUMNS if model.get(k) is not None}
         if run.variant not in settings.get(run.task, {}):
-            model = info.get("model", {})
-            chosen = {k: model[k] for k in SETTING_COLUMNS if model.get(k) is not None}
             settings.setdefault(run.task, {})[run.variant] = chosen
+        shuffled = info.get("test_shuffled")
+        if isinstance(shuffled, dict):  # the same run scored with shuffled images: a control row
+            control = run.variant + SHUFFLED
+            runs[run.task].setdefault(control, {})[run.seed] = headline_metrics(run.task, shuffled)
+            settings[run.task].setdefault(control, chosen)
     return runs, settings
 
 

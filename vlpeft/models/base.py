@@ -133,11 +133,17 @@ class VLModel(nn.Module):
         return self.vision
 
     def encode_visual(
-        self, visual: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
+        self,
+        visual: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_order: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Visual features at the LM width (B, m, d), from precomputed ``visual`` or by running the encoder.
 
         Returns ``None`` for the blind model. Precomputed features must be (B, m, d_v) or (B, d_v).
+        ``image_order`` (B, m): which image of the sample each visual token belongs to (NLVR2: 0 for the left
+        image's tokens, 1 for the right's); a projection with an image-order embedding (``vl_t5``) adds its
+        row, the others have no order signal. ``None``: every token is image 0.
         """
         if not self.uses_visual:
             return None
@@ -159,7 +165,11 @@ class VLModel(nn.Module):
             )
         dtype = self.hf.get_input_embeddings().weight.dtype
         if self.projection is not None:
-            visual = self.projection(visual.to(self.projection.weight.dtype))
+            feats = visual.to(self.projection.weight.dtype)
+            if image_order is not None and getattr(self.projection, "takes_image_order", False):
+                visual = self.projection(feats, image_order.to(feats.device))
+            else:
+                visual = self.projection(feats)
         return visual.to(dtype)
 
     def routing_context(

@@ -7,14 +7,15 @@ generates the answer or the caption; training is teacher forcing with ``labels``
 shifted right into ``decoder_input_ids``). All tasks share one model; the task prefix tells them apart
 (``TASK_PREFIXES``, VL-Adapter's ``--use_tasks_prompts``).
 
-Deliberate differences from VL-Adapter (§F.1): the visual tokens are packed right after each sample's own
-text (before its padding), so their positions do not depend on how much the batch was padded; they go
-through the LM's embedding module (BART: learned positions + embedding LayerNorm; T5: relative positions),
-whereas VL-T5 gave them their own LayerNorm'd embedding without text positions. The visual projection is our
-generic ``projection: linear`` (VL-Adapter: ``Linear + LayerNorm`` on 2048-d CLIP grids, always trained).
-VL-Adapter's LoRA runs also trained every bias; here the trainable set is exactly what ``peft`` selects
-(LoRA/adapters + LayerNorms with ``peft.train_layernorm``). VQA answers are generated with the VQA prefix
-(``answer``), never classified.
+Deliberate differences from VL-Adapter (§F.1; all listed in ``docs/vladapter-deviations.md``): the visual
+tokens are packed right after each sample's own text (before its padding), so their positions do not depend
+on how much the batch was padded; they go through the LM's embedding module (BART: learned positions +
+embedding LayerNorm; T5: relative positions), whereas VL-T5 gave them their own LayerNorm'd embedding without
+text positions. The visual projection is ``model.projection``: ``vl_t5`` is VL-T5's visual embedding
+(``LN(Linear)`` + the box constant + image-order rows, ``vlpeft.models.visual_embedding``), always trained as
+in VL-Adapter, with NLVR2's two images at order ids 0 and 1 (``image_order``); ``linear`` / ``none`` are the
+project's own. VL-Adapter's LoRA runs also trained every bias: ``peft.bias: all`` does the same. VQA answers
+are generated with the VQA prefix (``answer``), never classified.
 
 Routing in this family: every routed bottleneck of the encoder **and** the decoder (LoRA on ``q_proj`` /
 ``v_proj`` of self- and cross-attention, adapters after ``out_proj`` / ``fc2``) routes with the same visual
@@ -31,9 +32,8 @@ from typing import Any
 
 import torch
 
+from vlpeft.data.language import TASK_PREFIXES
 from vlpeft.models.base import VLModel, VLOutput
-
-TASK_PREFIXES: dict[str, str] = {"vqa": "vqa: ", "gqa": "gqa: ", "nlvr": "nlvr: ", "caption": "caption: "}
 
 
 def pack_visual(
@@ -117,17 +117,19 @@ class GenerativeVL(VLModel):
         task: str | None = None,
         loss_reduction: str = "token",
         sample_weights: torch.Tensor | None = None,
+        image_order: torch.Tensor | None = None,
     ) -> VLOutput:
         """Decoder logits (B, L, V) for teacher forcing on ``labels`` (B, L), and the loss.
 
         ``loss_reduction``: ``token`` = mean CE over every supervised token of the batch (captions);
         ``sample`` = each sample's mean token CE, times ``sample_weights`` (B,) when given (VQA: the soft
         score of the sampled answer), then the batch mean (VL-Adapter's VQA/GQA/NLVR2 losses). ``task``
-        is set as the task context of the PEFT layers for this forward.
+        is set as the task context of the PEFT layers for this forward. ``image_order`` (B, m): each visual
+        token's image (NLVR2 ``[0]*V + [1]*V``), see ``VLModel.encode_visual``.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
         self.check_length(embeds.shape[1], "encoder input")
         if labels is not None:
@@ -151,6 +153,7 @@ class GenerativeVL(VLModel):
         visual: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         task: str | None = None,
+        image_order: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, len(choices)) of each choice's first token at the first decoder position.
 
@@ -161,7 +164,7 @@ class GenerativeVL(VLModel):
         ids = [self.token_ids(c)[:1] for c in choices]
         if any(not i for i in ids):
             raise ValueError(f"choices {choices}: each must have at least one token")
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, x_v)
         start = int(self.hf.config.decoder_start_token_id)
         decoder_ids = torch.full((embeds.shape[0], 1), start, dtype=torch.long, device=embeds.device)
@@ -180,9 +183,10 @@ class GenerativeVL(VLModel):
         attention_mask: torch.Tensor | None = None,
         task: str = "caption",
         length_penalty: float = 1.0,
+        image_order: torch.Tensor | None = None,
     ) -> Any:
         """HF ``generate`` output. Without ``input_ids`` the encoder text is the ``task`` prefix alone."""
-        x_v = self.encode_visual(visual, pixel_values)
+        x_v = self.encode_visual(visual, pixel_values, image_order)
         if input_ids is None:
             batch = self.batch_size(x_v, visual, pixel_values)
             enc = self.encode_texts([""] * batch, task=task)
@@ -214,11 +218,13 @@ class GenerativeVL(VLModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         task: str = "caption",
+        image_order: torch.Tensor | None = None,
     ) -> list[str]:
         """Generated text per sample: captions by default, answers when given ``input_ids`` of questions."""
         out = self.generate_ids(
-            visual, pixel_values, max_new_tokens, num_beams, input_ids, attention_mask, task
-        )
+            visual, pixel_values, max_new_tokens, num_beams, input_ids, attention_mask, task,
+            image_order=image_order,
+        )  # fmt: skip
         return self.decode(out.sequences)
 
     def answer(
@@ -245,11 +251,13 @@ class GenerativeVL(VLModel):
         return ([bos] if bos is not None else []) + ids + [self.eos_id]
 
     def encode_texts(
-        self, texts: list[str], task: str = "vqa", max_length: int = 32
+        self, texts: list[str], task: str = "vqa", max_length: int | None = 32
     ) -> dict[str, torch.Tensor]:
-        """Encoder ``input_ids`` / ``attention_mask``: ``[BOS] prefix text EOS`` (T5: no BOS), padded."""
+        """Encoder ``input_ids`` / ``attention_mask``: ``[BOS] prefix text EOS`` (T5: no BOS), padded;
+        at most ``max_length`` tokens in all (``None``: not truncated)."""
         prefix = TASK_PREFIXES.get(task, f"{task}: " if task else "")
-        rows = [self._with_ends(self.token_ids(prefix + t)[: max(max_length - 2, 0)]) for t in texts]
+        keep = None if max_length is None else max(max_length - 2, 0)
+        rows = [self._with_ends(self.token_ids(prefix + t)[:keep]) for t in texts]
         ids, mask = self.pad_rows(rows, self.tokenizer.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask}
 

@@ -21,8 +21,17 @@ from torch import nn
 BOX_DIM = 5  # (x1, x2, y1, y2, area)
 
 
+def image_order_ids(batch: int, images: int, tokens: int) -> torch.Tensor:
+    """(batch, images·tokens) image-order ids of ``images`` images of ``tokens`` visual tokens each, side
+    by side: ``[0]*tokens + [1]*tokens + ...`` per row (VL-Adapter's NLVR2: ``[0]*V_L + [1]*V_L``)."""
+    order = torch.arange(images).repeat_interleave(tokens)
+    return order.unsqueeze(0).expand(batch, -1).contiguous()
+
+
 class VlT5VisualEmbedding(nn.Module):
     """``LN(Linear(d_v, d))(f) + LN(Linear(5, d))(0) + Embedding(n_images, d)[image]`` (module docstring)."""
+
+    takes_image_order = True  # VLModel.encode_visual passes the tokens' image-order ids
 
     def __init__(self, visual_width: int, width: int, n_images: int = 2, init_std: float = 0.02) -> None:
         super().__init__()

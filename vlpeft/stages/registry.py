@@ -38,7 +38,7 @@ def registered_name(params: Params, task: str) -> str:
 
 def selected_run(params: Params, task: str, runs: str | Path) -> Path:
     """The train run under ``runs`` to register: ``registry.variant``'s run of ``task`` with seed
-    ``seeds[0]``, and when that variant trained several learning rates (``multitask.lr_grid``), at the one the
+    ``seeds[0]``, and when that variant trained several learning rates (hand-run lr searches), at the one the
     multi-task summary keeps (best mean validation average; ``vlpeft.train.multitask.summary``).
 
     Runs are recognised by their ``metrics.json`` (``task``, ``variant``, ``train.lr``, ``model.seed``), not

@@ -20,7 +20,8 @@ from PIL import Image
 
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import read_json
-from vlpeft.train.multitask.tasks import NLVR_CHOICES
+from vlpeft.models.visual_embedding import image_order_ids
+from vlpeft.train.multitask.tasks import NLVR_CHOICES, UNTRUNCATED_TEXT
 from vlpeft.train.tasks import TRAIN_META, VOCAB
 
 
@@ -175,7 +176,8 @@ class Predictor:
             raise ConfigError(f"task {task}: every input needs {use.images} image(s) (image, image2)")
         visual = self._features(pairs)
         prefix = task if self.meta.get("task_prefix", True) else ""
-        enc = self.model.encode_texts(texts, task=prefix, max_length=int(self.meta["max_question_tokens"]))
+        limit = None if task in UNTRUNCATED_TEXT else int(self.meta["max_question_tokens"])
+        enc = self.model.encode_texts(texts, task=prefix, max_length=limit)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         if use.choices:
             logits = self.model.score_choices(enc["input_ids"], enc["attention_mask"], use.choices,
@@ -196,7 +198,8 @@ class Predictor:
 
     def _features(self, groups: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
         """``{"visual": (B, k·m, d)}``: the frozen encoder's features of each input's k images side by side
-        (how the feature store feeds NLVR2's pairs in training), or {} for a blind model."""
+        (how the feature store feeds NLVR2's pairs in training) with their ``image_order`` when k > 1, or
+        {} for a blind model."""
         if not self.model.uses_visual:
             return {}
         kind = self.model.model_cfg.visual_features
@@ -204,7 +207,12 @@ class Predictor:
         for group in groups:
             f = self.model.vision(self.model.vision.preprocess(group).to(self.model.device), kind=kind)
             feats.append(f if f.dim() == 3 else f.unsqueeze(1))
-        return {"visual": torch.cat(feats, dim=1)}
+        out = {"visual": torch.cat(feats, dim=1)}
+        if len(feats) > 1:  # NLVR2: left image's tokens are image 0, the right's image 1 (as in training)
+            out["image_order"] = image_order_ids(len(groups[0]), len(feats), feats[0].shape[1]).to(
+                self.model.device
+            )
+        return out
 
     def answer(self, image: Image.Image, question: str) -> str:
         """The answer to ``question`` about ``image``."""

@@ -7,8 +7,11 @@ Writes under ``out_dir``::
     curves.json              per-epoch [{epoch, train_loss, val_loss, val_metric, ...}] (DVC plots)
     predictions_test.json    test predictions, official format (VQA [{question_id, answer}], COCO
                              [{image_id, caption}])
-    metrics.json             {"task", "test": official metrics, "val", "train", "model"} (DVC metrics);
-                             written last, only after a successful run
+    shuffled-images/         the same test files with every image swapped for another (the control of
+                             ``vlpeft.train.controls``; not for the blind model, which sees no image)
+    metrics.json             {"task", "test": official metrics, "test_shuffled": the same with shuffled
+                             images, "val", "train", "model"} (DVC metrics); written last, only after a
+                             successful run
 
 A run never damages the previous one before it has finished: every input it will read (training data,
 features with their shard headers, the test split and its official ground truth) is checked first; then it
@@ -208,6 +211,10 @@ def _train_into(
         test_model = load_vl_model(chosen, device=device)
         with torch.no_grad():
             metrics["test"] = binding.test(test_model, work)
+            if test_model.uses_visual:  # the image-shuffled control (vlpeft.train.controls)
+                from vlpeft.train.controls import shuffled_test
+
+                metrics["test_shuffled"] = shuffled_test(binding, test_model, work, cfg.seed)
         metrics["test_checkpoint"] = cfg.test_checkpoint
     write_json(work / METRICS, metrics)
     publish_partial(out_dir)  # the new run replaces the earlier one whole, only now

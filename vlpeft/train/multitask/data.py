@@ -7,8 +7,10 @@ resumed run and every DDP rank draw the same targets. Validation scores every ta
 samples each epoch; ``val_metric`` is the mean of the four scores (VL-Adapter's Table 1 average).
 
 Visual input: features from the store only (``visual_input: features``); NLVR2's two images are the
-left image's tokens followed by the right image's, in the packed encoder input (their learned positions tell
-them apart; VL-T5's image-order embedding is not built).
+left image's tokens followed by the right image's, in the packed encoder input, with image-order ids
+``[0]*m + [1]*m`` (``image_order``; VL-Adapter's ``img_order_ids``) that ``projection: vl_t5`` embeds. Other
+projections have no order embedding: only the learned positions tell the images apart, and ``vl`` routing,
+whose input is the sum of the images' Gram matrices, cannot (see ``docs/vladapter-deviations.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from vlpeft.config import Params
 from vlpeft.errors import ConfigError, DataError
 from vlpeft.io import write_json
+from vlpeft.models.visual_embedding import image_order_ids
 from vlpeft.train.multitask import plan
 from vlpeft.train.multitask.tasks import CaptionGen, GenTask, GqaGen, NlvrGen, VqaGen
 from vlpeft.train.sampler import subset_indices
@@ -77,7 +80,10 @@ class MultiTaskData:
         raise IndexError(f"sample index {indices[0]} is outside the multi-task training set")
 
     def visual(self, task: GenTask) -> Any:
-        """Callable: samples -> ``{"visual": (B, k·m, d)}`` (k images per sample), or {} for a blind model."""
+        """Callable: samples -> ``{"visual": (B, k·m, d)}`` (k images per sample), or {} for a blind model.
+
+        With k > 1 (NLVR2) also ``image_order`` (B, k·m): ``[0]*m + [1]*m``, VL-Adapter's ``img_order_ids``.
+        """
 
         def fetch(samples: list[Any]) -> dict[str, Any]:
             ids = [task.image_ids(s) for s in samples]
@@ -85,6 +91,9 @@ class MultiTaskData:
             if "visual" in out:
                 v = out["visual"]
                 out["visual"] = v.reshape(len(samples), -1, v.shape[-1])  # images of a sample side by side
+                k = len(ids[0]) if ids else 1
+                if k > 1:
+                    out["image_order"] = image_order_ids(len(samples), k, out["visual"].shape[1] // k)
             return out
 
         return fetch

@@ -1,14 +1,18 @@
 """The multi-task summary table: per task and the Table 1 average, one row per trained variant.
 
 Reads each run's ``metrics.json`` (``train_task``'s file: ``variant``, ``train.lr``, ``model.seed``, the
-validation average, ``test.<task>.score`` and ``test.average``). Runs of one variant at several learning
-rates (``multitask.lr_grid``) and seeds are grouped: per variant, the learning rate with the best mean
+validation average, ``test.<task>.score``, ``test.average`` and the image-shuffled control
+``test_shuffled.<task>.score``). Runs of one variant at several learning rates (variants that differ only in
+``task.lr``, or a hand-run search) and seeds are grouped: per variant, the learning rate with the best mean
 validation average (the checkpoint the test uses: ``val.last`` for ``test_checkpoint: last``) is kept, and
 its test scores are the mean (± sample std) over its seeds. The test split never chooses anything.
 
-Writes Markdown (the table and the learning-rate search), JSON, a bar plot and, for ``dvc plots``, the
-averages as rows. Pure apart from the file reading/writing at the edges.
-"""
+Then the controls: per row and task, the gain over the ``blind`` variant (paired by seed) and over the same
+runs scored with shuffled images, each as mean ± std; a row whose gain over blind is not larger than its
+spread on some task is flagged (``not_above_blind``).
+
+Writes Markdown (the table, the gains and any learning-rate search), JSON, a bar plot and, for
+``dvc plots``, the averages as rows. Pure apart from the file reading/writing at the edges."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from vlpeft.errors import DataError
 from vlpeft.io import read_json, write_json, write_text
 
 COLUMNS = (("vqa", "VQA"), ("gqa", "GQA"), ("nlvr", "NLVR2"), ("caption", "CIDEr"))
+BLIND = "blind"  # the control variant trained without any image (multitask/params.yaml variants)
+SHUFFLED = " shuffled"  # suffix of a score of the image-shuffled control (the same run, other images)
 
 
 def _validation(name: str, metrics: Mapping[str, Any]) -> float:
@@ -33,7 +39,8 @@ def _validation(name: str, metrics: Mapping[str, Any]) -> float:
 
 
 def _test_scores(name: str, metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Each task's test score, NLVR2 consistency and the average of one run (flat, by column label)."""
+    """Each task's test score, NLVR2 consistency and the average of one run (flat, by column label); with
+    the image-shuffled control (``test_shuffled``, ``vlpeft.train.controls``) also ``"<label> shuffled"``."""
     test = metrics.get("test")
     if not isinstance(test, dict) or "average" not in test:
         raise DataError(f"{name}: metrics have no multi-task test scores (test.average)")
@@ -41,6 +48,11 @@ def _test_scores(name: str, metrics: Mapping[str, Any]) -> dict[str, float]:
     if "nlvr" in test and "consistency" in test["nlvr"]:
         scores["NLVR2 consistency"] = float(test["nlvr"]["consistency"])
     scores["average"] = float(test["average"])
+    shuffled = metrics.get("test_shuffled")
+    if isinstance(shuffled, dict):
+        for task, label in COLUMNS:
+            if task in shuffled:
+                scores[label + SHUFFLED] = float(shuffled[task]["score"])
     return scores
 
 
@@ -54,9 +66,10 @@ def group_runs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[float | 
         variant = metrics.get("variant") or name
         lr = (metrics.get("train") or {}).get("lr")
         cell = groups.setdefault(variant, {}).setdefault(
-            lr, {"runs": [], "val": [], "scores": [], "model": metrics.get("model", {})}
+            lr, {"runs": [], "seeds": [], "val": [], "scores": [], "model": metrics.get("model", {})}
         )
         cell["runs"].append(name)
+        cell["seeds"].append((metrics.get("model") or {}).get("seed", len(cell["seeds"])))
         cell["val"].append(_validation(name, metrics))
         cell["scores"].append(_test_scores(name, metrics))
     return groups
@@ -92,10 +105,44 @@ def summary_rows(runs: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, 
         for label in [label for _, label in COLUMNS] + ["NLVR2 consistency", "average"]:
             values = [s[label] for s in cell["scores"] if label in s]
             row[label] = round(statistics.fmean(values), 2) if values else None
-        averages = [s["average"] for s in cell["scores"]]
-        row["average_std"] = round(statistics.stdev(averages), 2) if len(averages) > 1 else None
+            row[f"{label}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+        row["_by_seed"] = dict(zip(cell["seeds"], cell["scores"], strict=True))
         rows.append(row)
+    _add_control_gains(rows)
     return rows, grid
+
+
+def paired_gain(a: Mapping[Any, Mapping[str, float]], b: Mapping[Any, Mapping[str, float]], key: str,
+                key_b: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """Mean ± sample std over the seeds both have of ``a[seed][key] - b[seed][key_b or key]`` (None: no
+    shared seed has both)."""
+    diffs = [a[s][key] - b[s][key_b or key] for s in a if s in b and key in a[s] and (key_b or key) in b[s]]
+    if not diffs:
+        return None
+    std = round(statistics.stdev(diffs), 2) if len(diffs) > 1 else None
+    return {"mean": round(statistics.fmean(diffs), 2), "std": std, "n": len(diffs)}
+
+
+def beats(gain: Mapping[str, Any] | None) -> bool | None:
+    """A gain is real when its mean exceeds its seed spread (one seed: when it is positive)."""
+    if gain is None:
+        return None
+    return gain["mean"] > (gain["std"] if gain["std"] is not None else 0.0)
+
+
+def _add_control_gains(rows: list[dict[str, Any]]) -> None:
+    """Per row and task: the gain over the ``blind`` row (paired by seed) and over the same runs scored with
+    shuffled images, with spreads; ``not_above_blind``: the tasks where the first gain is not real."""
+    by_seed = {id(r): r.pop("_by_seed") for r in rows}
+    blind = next((r for r in rows if r["variant"] == BLIND), None)
+    for row in rows:
+        seeds = by_seed[id(row)]
+        labels = [label for _, label in COLUMNS]
+        row["vs_shuffled"] = {lb: paired_gain(seeds, seeds, lb, lb + SHUFFLED) for lb in labels}
+        row["vs_blind"], row["not_above_blind"] = {}, None
+        if blind is not None and row is not blind:
+            row["vs_blind"] = {lb: paired_gain(seeds, by_seed[id(blind)], lb) for lb in labels}
+            row["not_above_blind"] = [lb for lb, g in row["vs_blind"].items() if beats(g) is False]
 
 
 def _cell(v: Any, key: str = "") -> str:
@@ -106,24 +153,48 @@ def _cell(v: Any, key: str = "") -> str:
     return str(v)
 
 
+def _gain(g: Mapping[str, Any] | None) -> str:
+    if g is None:
+        return "–"
+    return f"{g['mean']:+.2f}" + ("" if g["std"] is None else f" ± {g['std']:.2f}")
+
+
 def markdown(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = None) -> str:
-    """The rows as a Markdown table (scores in percent, CIDEr x 100; average ± std over seeds), then the
-    learning-rate search (validation average of each variant at each lr) when there was one."""
+    """The rows as a Markdown table (scores in percent, CIDEr x 100; mean ± std over seeds), the gains over
+    the controls (``blind`` and shuffled images, paired by seed; a row that does not beat blind by more
+    than its spread on some task is flagged), then the learning-rate search when there was one."""
     keys = ["variant", "method", "sharing", "routing", "trainable_percent", "lr", "seeds"]
     keys += [label for _, label in COLUMNS] + ["NLVR2 consistency", "average"]
     headers = {"trainable_percent": "trainable %"}  # every other column is headed by its row key
+    scored = {label for _, label in COLUMNS} | {"NLVR2 consistency", "average"}
 
-    def average(r: dict[str, Any]) -> str:
-        std = r.get("average_std")
-        return _cell(r["average"]) + ("" if std is None else f" ± {std:.2f}")
+    def cell(r: dict[str, Any], k: str) -> str:
+        std = r.get(f"{k}_std") if k in scored else None
+        return _cell(r.get(k), k) + ("" if std is None else f" ± {std:.2f}")
 
     lines = ["| " + " | ".join(headers.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
-    lines += [
-        "| " + " | ".join(average(r) if k == "average" else _cell(r.get(k), k) for k in keys) + " |"
-        for r in rows
-    ]
+    lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
+    if any(r.get("vs_blind") or any(r.get("vs_shuffled", {}).values()) for r in rows):
+        labels = [label for _, label in COLUMNS]
+        lines += [
+            "",
+            "Gain over the controls, per task (mean ± std of the per-seed differences): over `blind` "
+            "(trained without the image) and over the same runs scored with every image swapped for "
+            "another (shuffled)",
+            "",
+            "| variant | "
+            + " | ".join(f"{lb} − blind | {lb} − shuffled" for lb in labels)
+            + " | beats blind |",
+            "|---|" + "---|" * (2 * len(labels) + 1),
+        ]
+        for r in rows:
+            gains = [f"{_gain(r['vs_blind'].get(lb))} | {_gain(r['vs_shuffled'].get(lb))}" for lb in labels]
+            flag = r.get("not_above_blind")
+            verdict = "(control)" if flag is None else "**no: " + ", ".join(flag) + "**" if flag else "yes"
+            lines.append(f"| {r['variant']} | " + " | ".join(gains) + f" | {verdict} |")
     lrs = sorted({g["lr"] for g in grid or () if g["lr"] is not None})
-    if len(lrs) > 1:
+    searched = len({(g["variant"], g["lr"]) for g in grid or ()}) > len({g["variant"] for g in grid or ()})
+    if searched:  # some variant trained at more than one lr
         val = {(g["variant"], g["lr"]): g["val_average"] for g in grid}
         lines += ["", "Learning-rate search: validation average (the chosen lr's test scores are above)", ""]
         lines += [

@@ -29,6 +29,10 @@ from vlpeft.train.inputs import chunks, model_device, to_device
 
 Sample = Any
 NLVR_CHOICES = ("true", "false")
+# Tasks whose encoder text is never cut at data.max_question_tokens: VL-Adapter encodes NLVR2 statements
+# whole (nlvr_clip_data.py), VQA/GQA questions at 20 tokens; the model's position limit still applies
+# (GenerativeVL.check_length names it).
+UNTRUNCATED_TEXT = frozenset({"nlvr"})
 
 
 def vqa_answer_scores(answers: list[str]) -> dict[str, float]:
@@ -70,11 +74,13 @@ class GenTask:
     def text(self, sample: Sample) -> str:
         return sample.question
 
+    def text_limit(self) -> int | None:
+        """Encoder text length limit in tokens (prefix, BOS and EOS included); None = not truncated."""
+        return None if self.name in UNTRUNCATED_TEXT else self.params.data.max_question_tokens
+
     def encode(self, model: Any, samples: list[Sample]) -> dict[str, torch.Tensor]:
         return model.encode_texts(
-            [self.text(s) for s in samples],
-            task=self.prefix_task,
-            max_length=self.params.data.max_question_tokens,
+            [self.text(s) for s in samples], task=self.prefix_task, max_length=self.text_limit()
         )
 
     def target(self, sample: Sample, rng: np.random.Generator) -> tuple[str, float]:
