@@ -13,7 +13,8 @@ from vlpeft.cli import app
 @app.command("dvc-yaml")
 def dvc_yaml(
     check: Annotated[
-        bool, typer.Option("--check", help="only report files that disagree with the manifest (exit 1)")
+        bool,
+        typer.Option("--check/--no-check", help="only report files that disagree with the manifest (exit 1)"),
     ] = False,
     root: Annotated[Path, typer.Option(help="the repository root (dvc.yaml, multitask/)")] = Path("."),
 ) -> None:
