@@ -34,7 +34,7 @@ def test_params_file_is_a_fixed_point_of_dvcs_writer(name, tmp_path):
     [
         "vqa.peft.rank=16",
         "sweep.timeout=600",
-        "sweep.n_trials=4",
+        "sweep.n_trials=6",
         "caption.peft.routing=mul",
         "kfp.image=x:1",
     ],

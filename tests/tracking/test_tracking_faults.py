@@ -97,4 +97,4 @@ def test_training_with_a_full_local_log_exits_0(tiny_world, tiny_backbones, smal
     assert rc == 0
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("full-log-train").experiment_id])
-    assert run.info.status == "FINISHED" and "test.overall" in run.data.metrics
+    assert run.info.status == "FINISHED" and "test/overall" in run.data.metrics
