@@ -125,6 +125,12 @@ def test_vision_features(zoo, name, tmp_path):
     if grid:
         m = FAMILIES[name].prefix_tokens + enc.grid**2
         assert store.num_tokens("tokens") == m == enc.num_tokens("tokens")
+        # features.grid_pool drops the family's own prefix tokens (DeiT 2, SigLIP 0), then max-pools the grid
+        extract_features(enc, paths, tmp_path / "pooled2", kind="tokens", batch_size=2, grid_pool=(2, 2))
+        tokens = store.get([1], "tokens")[0, FAMILIES[name].prefix_tokens :]
+        grid_map = tokens.T.reshape(1, WIDTH, enc.grid, enc.grid)
+        expected = torch.nn.functional.adaptive_max_pool2d(grid_map, (2, 2)).flatten(2).transpose(1, 2)[0]
+        torch.testing.assert_close(FeatureStore(tmp_path / "pooled2").get([1], "tokens")[0], expected)
     else:
         with pytest.raises(ConfigError, match="feature map, not tokens"):
             enc(enc.preprocess(_images(1)), kind="tokens")

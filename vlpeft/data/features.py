@@ -116,7 +116,7 @@ def extract_features(
             with torch.inference_mode():
                 feats = {k: encoder(pixels, kind=k) for k in kinds}
                 if grid_pool is not None and "tokens" in feats:
-                    feats["tokens"] = pool_grid(feats["tokens"], tuple(grid_pool))
+                    feats["tokens"] = pool_grid(feats["tokens"], tuple(grid_pool), encoder.family.prefix_tokens)
                 feats = {k: v.to("cpu", torch_dtype) for k, v in feats.items()}
             for k in kinds:
                 num_tokens[k] = feats[k].shape[1]

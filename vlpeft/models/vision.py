@@ -261,13 +261,16 @@ def resized_processor(processor: Any, side: int) -> Any:
     return out
 
 
-def pool_grid(tokens: torch.Tensor, size: tuple[int, int] = (6, 6)) -> torch.Tensor:
-    """Patch tokens (B, 1 + g·g, d), CLS first, -> (B, size[0]·size[1], d) by 2-D adaptive max-pooling of the
-    g×g grid (CLS dropped): VL-Adapter's ``--n_boxes 36 --downsample`` on CLIP's 7×7 grid."""
+def pool_grid(tokens: torch.Tensor, size: tuple[int, int] = (6, 6), prefix: int = 1) -> torch.Tensor:
+    """Patch tokens (B, prefix + g·g, d), the ``prefix`` tokens first (ViT/CLIP: CLS = 1, DeiT: CLS +
+    distillation = 2, SigLIP: 0), -> (B, size[0]·size[1], d) by 2-D adaptive max-pooling of the g×g grid
+    (prefix dropped): VL-Adapter's ``--n_boxes 36 --downsample`` on CLIP's 7×7 grid."""
     b, n, d = tokens.shape
-    g = round((n - 1) ** 0.5)
-    if g * g != n - 1:
-        raise ValueError(f"{n} tokens are not CLS + a square patch grid")
-    grid = tokens[:, 1:].transpose(1, 2).reshape(b, d, g, g)
+    g = round(max(n - prefix, 0) ** 0.5)
+    if g == 0 or g * g != n - prefix:
+        raise ConfigError(
+            f"features.grid_pool: {n} tokens are not {prefix} prefix token(s) + a square patch grid"
+        )
+    grid = tokens[:, prefix:].transpose(1, 2).reshape(b, d, g, g)
     pooled = torch.nn.functional.adaptive_max_pool2d(grid, size)
     return pooled.flatten(2).transpose(1, 2)
