@@ -9,17 +9,9 @@ import zipfile
 import pytest
 import torch
 
+from tests.cli_helpers import one_error_line
 from vlpeft.cli import main
 from vlpeft.errors import DataError
-
-
-def one_line(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def leftovers(disk) -> list[str]:
@@ -31,7 +23,7 @@ def test_data_synth_on_a_full_disk(small_disk, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc = main(["data", "synth", "--out", str(disk / "world"), "-S", "world.n_train=300",
                "-S", "world.corpus_scenes=10", "-S", "tracking.enabled=false"])  # fmt: skip
-    one_line(capsys, rc, str(disk / "world"), "no space left on device")
+    one_error_line(capsys, rc, str(disk / "world"), "no space left on device")
     assert leftovers(disk) == []  # the staging directory went with the error
 
 
@@ -45,7 +37,7 @@ def test_evaluate_on_a_full_disk(small_disk, tiny_world, capsys):
     rc = main(["evaluate", "vqa", "--questions", str(tiny_world / "vqa" / "test_questions.json"),
                "--annotations", str(tiny_world / "vqa" / "test_annotations.json"),
                "--predictions", str(predictions), "--out", str(disk / "metrics.json")])  # fmt: skip
-    one_line(capsys, rc, f"{disk / 'metrics.json'}: no space left on device")
+    one_error_line(capsys, rc, f"{disk / 'metrics.json'}: no space left on device")
     assert leftovers(disk) == []
 
 

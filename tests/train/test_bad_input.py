@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import tiny_params_dict
 
+from tests.cli_helpers import one_error_line
 from vlpeft.cli import main
 
 
@@ -26,16 +27,6 @@ def _params_file(tmp_path, backbones, **overrides) -> str:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
-
-
-def one_error_line(capsys, rc: int, *needles: str) -> str:
-    """Assert exit code 2 and a single ``error:`` line on stderr containing ``needles``; return it."""
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def snapshot(root) -> dict[str, bytes]:
